@@ -1,0 +1,115 @@
+"""The Modbus part of profiles and site files: register addressing, types, orders, connections."""
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from gateway.config.profile import PointSpec, ProfileSpec, Strict
+
+Table = Literal["coil", "discrete", "input", "holding"]
+DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+                   "float32", "float64", "string"]
+Order = Literal["ABCD", "CDAB", "BADC", "DCBA"]
+
+REGISTERS = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2,
+             "int64": 4, "uint64": 4, "float64": 4}
+BIT_TABLES = ("coil", "discrete")
+
+
+class ModbusPoint(PointSpec):
+    """A point at a register (or coil) address.
+
+    ``address`` is as written in the device's documentation; the profile's ``address_base``
+    says whether that documentation counts from 0 or 1. ``bit`` picks one bit of a register as a
+    bool. ``invalid`` lists raw values meaning "not implemented" (default: the SunSpec sentinels
+    of the type; ``[]`` for none); they give quality IV, never a number.
+    """
+
+    table: Table = "holding"
+    address: int = Field(ge=0, le=65536)
+    type: DataType = "uint16"
+    order: Order | None = None
+    bit: int | None = Field(None, ge=0, le=15)
+    length: int | None = Field(None, ge=1, le=125, description="registers of a string")
+    invalid: list[int | float] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> "ModbusPoint":
+        if self.table in BIT_TABLES and (self.type != "bool" or self.bit is not None):
+            raise ValueError(f"a {self.table} point is type bool without 'bit'")
+        if self.table not in BIT_TABLES and self.type == "bool" and self.bit is None:
+            raise ValueError("a bool in a register table needs 'bit' (0-15)")
+        if self.bit is not None and self.type != "bool":
+            raise ValueError("'bit' is only for type bool")
+        if (self.type == "string") != (self.length is not None):
+            raise ValueError("type string needs 'length' (registers), and only strings have it")
+        if self.writable is not None and self.table in ("input", "discrete"):
+            raise ValueError(f"{self.table} points are read-only; writable needs table holding or coil")
+        return self
+
+    @property
+    def count(self) -> int:
+        """Registers (or bits) the point occupies."""
+        if self.type == "string":
+            return self.length or 0
+        return REGISTERS.get(self.type, 1)
+
+
+class ModbusOptions(Strict):
+    """Per-model request shaping."""
+
+    address_base: Literal[0, 1] = 0
+    order: Order = "ABCD"
+    max_read_registers: int = Field(125, ge=1, le=125)
+    max_read_bits: int = Field(2000, ge=1, le=2000)
+    max_gap: int = Field(16, ge=0, le=124, description="unused registers a merged read may span")
+    single_register_write: Literal[6, 16] = Field(6, description="function for one-register writes")
+
+
+class ModbusProfile(ProfileSpec):
+    """A Modbus device model."""
+
+    protocol: Literal["modbus"]
+    modbus: ModbusOptions = ModbusOptions()
+    points: list[ModbusPoint] = Field(min_length=1)
+
+    def pdu_address(self, point: ModbusPoint) -> int:
+        """The 0-based protocol address of ``point``."""
+        return point.address - self.modbus.address_base
+
+    def order_of(self, point: ModbusPoint) -> Order:
+        """The word/byte order the point uses."""
+        return point.order or self.modbus.order
+
+
+class ModbusConnection(Strict):
+    """Where a Modbus device is: TCP (``host``), RTU on a serial port (``serial``) or RTU over TCP."""
+
+    host: str | None = None
+    port: int = Field(502, ge=1, le=65535)
+    serial: str | None = None
+    baudrate: int = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    framer: Literal["socket", "rtu"] | None = None
+    unit: int = Field(1, ge=0, le=255)
+
+    @model_validator(mode="after")
+    def _one_link(self) -> "ModbusConnection":
+        if (self.host is None) == (self.serial is None):
+            raise ValueError("give either host (Modbus TCP, or RTU over TCP with framer: rtu) or serial")
+        if self.serial is not None and self.framer == "socket":
+            raise ValueError("a serial line carries framer rtu")
+        return self
+
+    @property
+    def framing(self) -> str:
+        """``socket`` (MBAP) or ``rtu``."""
+        return self.framer or ("socket" if self.host else "rtu")
+
+    @property
+    def bus(self) -> tuple:
+        """Devices with the same bus share one connection and one request in flight."""
+        if self.serial is not None:
+            return ("serial", self.serial)
+        return ("tcp", self.host, self.port, self.framing)

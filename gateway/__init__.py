@@ -1,0 +1,1 @@
+"""gridgate: IoT gateway and protocol adapter hub for storage, PV and EV-charging sites."""

@@ -1,0 +1,90 @@
+"""The protocol-independent part of a device profile.
+
+A profile describes a device *model*. Each driver extends ``PointSpec`` and ``ProfileSpec`` with
+its addressing (registers, node ids, ...) so that points stay flat in YAML; the core validates a
+profile with the model its driver declares.
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+POINT_ID = r"^[a-z][a-z0-9_]*$"
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(Strict):
+    """Bounds every command to a writable point must respect (engineering units)."""
+
+    min: float
+    max: float
+    ramp_per_s: float | None = Field(None, gt=0, description="largest change per second")
+    readback_tolerance: float = Field(0.0, ge=0, description="accepted |readback - written|")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Limits":
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class SimBehaviour(Strict):
+    """How the simulator moves a point's value (engineering units)."""
+
+    kind: Literal["constant", "ramp", "sine", "random_walk", "follow", "integrate"] = "constant"
+    value: float = 0.0
+    min: float | None = None
+    max: float | None = None
+    amplitude: float = 0.0
+    period_s: float = Field(60.0, gt=0)
+    step: float = 0.0
+    source: str | None = Field(None, description="point followed or integrated")
+    rate_per_s: float = Field(0.0, ge=0, description="follow: slew rate; integrate: gain per second")
+
+    @model_validator(mode="after")
+    def _source_needed(self) -> "SimBehaviour":
+        if self.kind in ("follow", "integrate") and not self.source:
+            raise ValueError(f"sim kind {self.kind!r} needs 'source': the point it tracks")
+        return self
+
+
+class PointSpec(Strict):
+    """One measured or commanded quantity of a device model."""
+
+    id: str = Field(pattern=POINT_ID)
+    name: str = ""
+    unit: str = ""
+    scale: float = 1.0
+    offset: float = 0.0
+    writable: Limits | None = None
+    sim: SimBehaviour | None = None
+
+    @field_validator("writable", mode="before")
+    @classmethod
+    def _limits_required(cls, value: object) -> object:
+        if value is True or value == {}:
+            raise ValueError("a writable point needs limits: writable: {min: ..., max: ...}")
+        return value
+
+
+class ProfileSpec(Strict):
+    """A device model: identity plus its points. Drivers narrow ``points`` to their own type."""
+
+    model: str
+    vendor: str = ""
+    kind: Literal["pcs", "bms", "meter", "pv", "charger", "sensor", "other"]
+    protocol: str
+    description: str = ""
+    points: list[PointSpec] = Field(min_length=1)
+
+    def point(self, point_id: str) -> PointSpec:
+        """The point named ``point_id``; KeyError if the profile has none."""
+        for spec in self.points:
+            if spec.id == point_id:
+                return spec
+        raise KeyError(point_id)

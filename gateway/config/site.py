@@ -1,0 +1,69 @@
+"""The site file: which devices exist, where they are, and where their data goes."""
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from gateway.config.profile import Strict
+from gateway.config.units import Duration, Size
+
+NAME = r"^[A-Za-z][A-Za-z0-9_-]*$"
+
+
+class InfluxSpec(Strict):
+    """An InfluxDB target. v2 API (2.x, 3.x, Cloud, 1.8+) unless ``v1_db`` names a 1.x database."""
+
+    url: str = Field(pattern=r"^https?://")
+    org: str = ""
+    bucket: str = ""
+    token_env: str = Field("INFLUX_TOKEN", description="environment variable holding the token")
+    v1_db: str | None = Field(None, description="post line protocol to /write?db= (InfluxDB 1.x)")
+    batch_size: int = Field(5000, ge=1, le=100_000)
+    flush_interval_s: Duration = 1.0
+    timeout_s: Duration = 10.0
+    measurement: str = "gridgate"
+
+    @model_validator(mode="after")
+    def _target_named(self) -> "InfluxSpec":
+        if self.v1_db is None and not self.bucket:
+            raise ValueError("name a bucket (v2 API) or v1_db (InfluxDB 1.x)")
+        return self
+
+
+class SpoolSpec(Strict):
+    """The durable queue between the gateway and InfluxDB."""
+
+    path: str = "gridgate-spool.db"
+    max_bytes: Size = 1 << 30
+    max_age_s: Duration = 7 * 86400.0
+    overflow: Literal["drop_oldest", "refuse_new"] = "drop_oldest"
+
+
+class DeviceEntry(Strict):
+    """One device instance. ``connection`` is validated by the profile's driver."""
+
+    name: str = Field(pattern=NAME)
+    profile: str
+    connection: dict[str, Any]
+    poll_s: Duration = Field(1.0, gt=0)
+    timeout_s: Duration = Field(1.0, gt=0)
+    retries: int = Field(1, ge=0, le=5)
+    offline_after: int = Field(3, ge=1, description="consecutive failed polls before IV")
+    enabled: bool = True
+    tags: dict[str, str] = {}
+
+
+class SiteSpec(Strict):
+    """The whole site file."""
+
+    site: str = Field(pattern=NAME)
+    profile_dirs: list[str] = []
+    influx: InfluxSpec | None = None
+    spool: SpoolSpec = SpoolSpec()
+    devices: list[DeviceEntry] = Field(min_length=1)
+
+
+def slug(text: str) -> str:
+    """A tag-safe form of a name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)

@@ -1,0 +1,37 @@
+"""Typed failures. Each carries the context needed to log it once, where it is handled."""
+
+
+class GatewayError(Exception):
+    """Base of every error gridgate raises on purpose."""
+
+
+class DeviceError(GatewayError):
+    """A device did not deliver; ``device`` names it."""
+
+    def __init__(self, device: str, message: str) -> None:
+        super().__init__(f"{device}: {message}")
+        self.device = device
+
+
+class DeviceTimeout(DeviceError):
+    """No (complete) answer within the configured timeout."""
+
+
+class DeviceException(DeviceError):
+    """The device answered with a protocol exception (Modbus exception code, ...)."""
+
+    def __init__(self, device: str, code: int, message: str = "") -> None:
+        super().__init__(device, message or f"exception code {code}")
+        self.code = code
+
+
+class DeviceGarbage(DeviceError):
+    """The device answered something that cannot be decoded."""
+
+
+class CommandRejected(GatewayError):
+    """A command was refused before it reached the device; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
