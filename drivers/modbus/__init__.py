@@ -1,0 +1,98 @@
+"""Modbus TCP, Modbus RTU on a serial line, and RTU framed over TCP, on pymodbus.
+
+``DRIVER`` is the plugin the core finds through the ``gridgate.drivers`` entry point.
+"""
+
+import time
+from typing import Any, Sequence
+
+from drivers.modbus.bus import ModbusBusDriver
+from drivers.modbus.link import ModbusLink
+from drivers.modbus.plan import plan_reads
+from drivers.modbus.profile import ModbusConnection, ModbusProfile
+from drivers.modbus.simulator import ModbusSimulator
+from gateway.config.profile import ProfileSpec
+from gateway.interfaces import Device, IDriver, ISampleSink, ISimulator, Problem
+
+
+class ModbusPlugin:
+    """Validation, drivers and simulator for Modbus devices."""
+
+    name = "modbus"
+    profile_model = ModbusProfile
+    connection_model = ModbusConnection
+
+    def profile_problems(self, profile: ProfileSpec) -> list[Problem]:
+        """Points past the end of the address space, or two points claiming one register.
+
+        A bool-with-bit point may share its register with other bits and with a whole-register
+        point (an alarm word and its bits); two whole-register points, or two points on the same
+        bit, may not.
+        """
+        assert isinstance(profile, ModbusProfile)
+        problems: list[Problem] = []
+        taken: dict[tuple[str, int], list[int]] = {}
+        for index, point in enumerate(profile.points):
+            start = profile.pdu_address(point)
+            if start < 0 or start + point.count > 65536:
+                problems.append((("points", index, "address"),
+                                 f"registers {start}..{start + point.count - 1} outside 0..65535 "
+                                 f"(address_base {profile.modbus.address_base})"))
+                continue
+            clash = _first_clash(profile, index, taken)
+            if clash:
+                problems.append((("points", index, "address"), clash))
+        return problems
+
+    def site_problems(self, devices: Sequence[Device]) -> list[tuple[str, str]]:
+        """Two devices answering on the same bus and unit id."""
+        seen: dict[tuple, str] = {}
+        problems = []
+        for device in devices:
+            connection: ModbusConnection = device.connection  # type: ignore[assignment]
+            key = connection.bus + (connection.unit,)
+            if key in seen:
+                problems.append((device.name, f"same bus and unit id {connection.unit} as {seen[key]!r}"))
+            seen.setdefault(key, device.name)
+        return problems
+
+    def requests_per_second(self, device: Device) -> float:
+        """Read requests per second the device's register plan costs."""
+        return len(plan_reads(device.profile)) / device.poll_s  # type: ignore[arg-type]
+
+    def build(self, devices: Sequence[Device], sink: ISampleSink, reactor: Any) -> list[IDriver]:
+        """One driver per bus: devices sharing a TCP endpoint or serial port share one link."""
+        buses: dict[tuple, list[Device]] = {}
+        for device in devices:
+            buses.setdefault(device.connection.bus, []).append(device)  # type: ignore[attr-defined]
+        drivers: list[IDriver] = []
+        for bus, members in buses.items():
+            link = ModbusLink(members[0].connection, _bus_name(bus), time.time)  # type: ignore[arg-type]
+            drivers.append(ModbusBusDriver(link, members, sink, reactor, time.time))
+        return drivers
+
+    def simulator(self, devices: Sequence[Device], reactor: Any) -> ISimulator:
+        """Simulated devices on the addresses the site names."""
+        return ModbusSimulator(devices, reactor)
+
+
+def _first_clash(profile: ModbusProfile, index: int, taken: dict[tuple[str, int], list[int]]) -> str:
+    point = profile.points[index]
+    start = profile.pdu_address(point)
+    clash = ""
+    for register in range(start, start + point.count):
+        owners = taken.setdefault((point.table, register), [])
+        for other_index in owners:
+            other = profile.points[other_index]
+            if not clash and (point.bit is None) == (other.bit is None) and point.bit == other.bit:
+                clash = (f"{point.id!r} overlaps {other.id!r} at {point.table} register "
+                         f"{register + profile.modbus.address_base}")
+        owners.append(index)
+    return clash
+
+
+def _bus_name(bus: tuple) -> str:
+    return f"serial {bus[1]}" if bus[0] == "serial" else f"tcp {bus[1]}:{bus[2]}" + (" (rtu)" if bus[3] == "rtu" else "")
+
+
+DRIVER = ModbusPlugin()

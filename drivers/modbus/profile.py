@@ -31,7 +31,7 @@ class ModbusPoint(PointSpec):
     order: Order | None = None
     bit: int | None = Field(None, ge=0, le=15)
     length: int | None = Field(None, ge=1, le=125, description="registers of a string")
-    invalid: list[int | float] | None = None
+    invalid: tuple[int | float, ...] | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> "ModbusPoint":

@@ -72,11 +72,28 @@ class ProfileLoader:
             return None, [ConfigProblem(file, line_of(tree, ("protocol",)), "protocol",
                                         f"unknown protocol {protocol!r} (known: {known})")]
         profile, problems = validate(plugin.profile_model, tree, file)
-        if profile is None:
-            return None, problems
-        extra = _point_problems(profile) + plugin.profile_problems(profile)
-        problems = [ConfigProblem(file, line_of(tree, loc), dotted(loc), msg) for loc, msg in extra]
+        checked, kept = (profile, None) if profile is not None else _valid_part(plugin, tree, problems)
+        if checked is not None:
+            for loc, message in _point_problems(checked) + plugin.profile_problems(checked):
+                if kept is not None:
+                    loc = (loc[0], kept[loc[1]]) + tuple(loc[2:])
+                problems.append(ConfigProblem(file, line_of(tree, loc), dotted(loc), message))
         return (None if problems else profile), problems
+
+
+def _valid_part(plugin: DriverPlugin, tree: Any, problems: list[ConfigProblem]) -> tuple[ProfileSpec | None, list[int] | None]:
+    """The profile without its invalid points, so cross-point checks still run; None if more is wrong.
+
+    Returns the partial profile and, for each of its points, the index in the file.
+    """
+    bad = {int(p.path.split("[", 2)[1].split("]")[0]) for p in problems if p.path.startswith("points[")}
+    if len(bad) != len(problems) or not isinstance(tree.get("points"), list):
+        return None, None
+    kept = [i for i in range(len(tree["points"])) if i not in bad]
+    try:
+        return plugin.profile_model.model_validate({**tree, "points": [tree["points"][i] for i in kept]}), kept
+    except ValidationError:
+        return None, None
 
 
 def _point_problems(profile: ProfileSpec) -> list[tuple[tuple, str]]:
@@ -92,10 +109,15 @@ def _point_problems(profile: ProfileSpec) -> list[tuple[tuple, str]]:
     return found
 
 
+def profile_roots(site_file: Path, dirs: list[str]) -> list[Path]:
+    """Where profiles are looked up: the site's profile_dirs, the site's folder, the shipped ones."""
+    roots = [(site_file.parent / d).resolve() for d in dirs] + [site_file.parent.resolve(), SHIPPED_PROFILES]
+    return list(dict.fromkeys(roots))
+
+
 def find_profile(name: str, site_file: Path, dirs: list[str]) -> Path | None:
     """The file a site's ``profile:`` names: a path, or a name under the profile dirs (``.yaml`` optional)."""
-    roots = [site_file.parent / d for d in dirs] + [site_file.parent, SHIPPED_PROFILES]
-    for root in roots:
+    for root in profile_roots(site_file, dirs):
         for candidate in (root / name, root / f"{name}.yaml"):
             if candidate.is_file():
                 return candidate.resolve()
@@ -128,11 +150,11 @@ def _resolve_device(index: int, entry: Any, spec: SiteSpec, path: Path, tree: An
     profile_path = find_profile(entry.profile, path, spec.profile_dirs)
     if profile_path is None:
         return None, [ConfigProblem(file, line_of(tree, loc + ("profile",)), dotted(loc + ("profile",)),
-                                    f"profile {entry.profile!r} not found (looked in {', '.join(spec.profile_dirs + ['.', 'shipped profiles'])})")]
+                                    f"profile {entry.profile!r} not found in {', '.join(str(r) for r in profile_roots(path, spec.profile_dirs))}")]
     profile, problems = profiles.load(profile_path)
     if profile is None:
         return None, problems + [ConfigProblem(file, line_of(tree, loc + ("profile",)), dotted(loc + ("profile",)),
-                                               f"profile {entry.profile!r} has errors (listed above)")]
+                                               f"profile {entry.profile!r} has errors (reported against {profile_path.name})")]
     plugin = profiles.plugins[profile.protocol]
     connection, problems = validate(plugin.connection_model, entry.connection, file, loc + ("connection",))
     problems = [ConfigProblem(p.file, line_of(tree, _loc_of(p.path, loc)), p.path, p.message) for p in problems]

@@ -1,0 +1,124 @@
+"""The IDriver of one Modbus bus: the pollers of its devices and the command path.
+
+One TCP endpoint or one serial port is one bus; every device (unit id) on it shares the link,
+so a command for any of them waits only for the request in flight, never for queued polls.
+"""
+
+import asyncio
+import logging
+from typing import Any, Callable, Sequence
+
+from twisted.internet.defer import Deferred, succeed
+from zope.interface import implementer
+
+from drivers.modbus.codec import EncodeError, encode, set_bit
+from drivers.modbus.link import ModbusLink
+from drivers.modbus.plan import ReadBlock
+from drivers.modbus.poller import DevicePoller
+from drivers.modbus.profile import ModbusPoint
+from gateway.aio import as_deferred
+from gateway.errors import CommandRejected, DeviceError
+from gateway.interfaces import Device, IDriver, ISampleSink
+from gateway.model import Command, CommandResult, Quality
+
+log = logging.getLogger(__name__)
+
+
+@implementer(IDriver)
+class ModbusBusDriver:
+    """Polls every device of one bus and executes commands for them."""
+
+    def __init__(self, link: ModbusLink, devices: Sequence[Device], sink: ISampleSink, reactor: Any,
+                 clock: Callable[[], float]) -> None:
+        self.link = link
+        self._clock = clock
+        self.pollers = {d.name: DevicePoller(d, link, sink, reactor, clock) for d in devices}
+        self.devices = list(self.pollers)
+
+    def start(self) -> Deferred:
+        """Start every poller; connecting happens on the first request."""
+        for poller in self.pollers.values():
+            poller.start()
+        return succeed(None)
+
+    def stop(self) -> Deferred:
+        """Stop the pollers, wait for polls in flight, close the link."""
+        async def stop_all() -> None:
+            await asyncio.gather(*(p.stop() for p in self.pollers.values()))
+            self.link.close()
+        return as_deferred(stop_all())
+
+    def execute(self, command: Command) -> Deferred:
+        """Write one point, read it back, compare; fires with a CommandResult or fails typed."""
+        return as_deferred(self._execute(command))
+
+    async def _execute(self, command: Command) -> CommandResult:
+        poller = self.pollers.get(command.device)
+        if poller is None:
+            raise CommandRejected(f"{command.device}: not a device of {self.link.name}")
+        point = _writable_point(poller, command)
+        remaining = command.deadline - self._clock()
+        if remaining <= 0:
+            raise CommandRejected(f"{command.device}.{command.point}: deadline passed before writing")
+        timeout = min(poller.device.timeout_s, remaining)
+        await self._write(poller, point, command.value, timeout)
+        block = ReadBlock(point.table, poller.profile.pdu_address(point), point.count, ((point, 0),))
+        words = await self._request(poller, timeout, lambda c: _read_one(c, block, poller.unit))
+        value, quality = poller.decode(point.id, words)
+        poller.publish_readback(point.id, value, quality)
+        _check_readback(command, point, value, quality)
+        return CommandResult(command, value, self._clock())
+
+    async def _write(self, poller: DevicePoller, point: ModbusPoint, value: Any, timeout: float) -> None:
+        address, unit = poller.profile.pdu_address(point), poller.unit
+        if point.table == "coil":
+            await self._request(poller, timeout, lambda c: c.write_coil(address, bool(value), device_id=unit))
+            return
+        if point.bit is not None:
+            block = ReadBlock(point.table, address, 1, ((point, 0),))
+            word = (await self._request(poller, timeout, lambda c: _read_one(c, block, unit)))[0]
+            words = [set_bit(word, point.bit, bool(value))]
+        else:
+            try:
+                words = encode(point, poller.profile.order_of(point), value)
+            except EncodeError as exc:
+                raise CommandRejected(str(exc)) from exc
+        if len(words) == 1 and poller.profile.modbus.single_register_write == 6:
+            await self._request(poller, timeout, lambda c: c.write_register(address, words[0], device_id=unit))
+        else:
+            await self._request(poller, timeout, lambda c: c.write_registers(address, words, device_id=unit))
+
+    async def _request(self, poller: DevicePoller, timeout: float, request: Callable) -> Any:
+        response = await self.link.call(poller.device.name, timeout, 0, True, request)
+        return getattr(response, "registers", None) or getattr(response, "bits", None) or []
+
+    def stats(self) -> dict[str, Any]:
+        """Per-device poll counters, bus request count and queue depth."""
+        return {"bus": self.link.name, "requests": self.link.requests, "queued": self.link.gate.waiting,
+                "devices": {name: dict(p.counters, offline=p.offline) for name, p in self.pollers.items()}}
+
+
+def _read_one(client: Any, block: ReadBlock, unit: int) -> Any:
+    if block.table == "coil":
+        return client.read_coils(block.start, count=block.count, device_id=unit)
+    return client.read_holding_registers(block.start, count=block.count, device_id=unit)
+
+
+def _writable_point(poller: DevicePoller, command: Command) -> ModbusPoint:
+    try:
+        point = poller.profile.point(command.point)
+    except KeyError:
+        raise CommandRejected(f"{command.device}: no point {command.point!r}") from None
+    limits = point.writable
+    if limits is None:
+        raise CommandRejected(f"{command.device}.{command.point}: not writable")
+    if not limits.min <= float(command.value) <= limits.max:
+        raise CommandRejected(f"{command.device}.{command.point}: {command.value} outside "
+                              f"[{limits.min}, {limits.max}]")
+    return point  # type: ignore[return-value]
+
+
+def _check_readback(command: Command, point: ModbusPoint, value: Any, quality: Quality) -> None:
+    tolerance = point.writable.readback_tolerance if point.writable else 0.0
+    if quality & Quality.IV or value is None or abs(float(value) - float(command.value)) > tolerance:
+        raise DeviceError(command.device, f"{command.point}: wrote {command.value}, read back {value!r}")

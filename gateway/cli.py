@@ -1,0 +1,147 @@
+"""The ``gridgate`` subcommands: run, check, simulate, demo, schema.
+
+Each command validates its input fully before starting anything: a site with any problem is
+reported (every problem, ``file:line: path: message``) and not started.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+from gateway.config.loader import Site, load_site
+from gateway.config.source import ConfigErrors
+from gateway.interfaces import load_plugins, group_by_protocol
+
+log = logging.getLogger("gridgate")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+
+
+def load_or_report(path: str) -> Site | None:
+    """The validated site, or None after printing every problem to stderr."""
+    try:
+        return load_site(Path(path), load_plugins())
+    except ConfigErrors as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s); nothing started", file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate a site and every profile it uses; print a summary when clean."""
+    site = load_or_report(args.site)
+    if site is None:
+        return 1
+    plugins = load_plugins()
+    points = sum(len(d.profile.points) for d in site.devices)
+    writable = sum(1 for d in site.devices for p in d.profile.points if p.writable)
+    print(f"{site.file}: OK")
+    print(f"  site {site.spec.site}: {len(site.devices)} device(s), {points} point(s), {writable} writable")
+    for protocol, devices in group_by_protocol(site.devices).items():
+        rate = sum(plugins[protocol].requests_per_second(d) for d in devices)
+        print(f"  {protocol}: {len(devices)} device(s), {rate:.1f} requests/s")
+    for device in site.devices:
+        print(f"    {device.name}: {device.profile.model} ({device.profile_file.name}), "
+              f"{len(device.profile.points)} points every {device.poll_s:g} s")
+    target = site.spec.influx
+    print(f"  influx: {(target.url + (' v1 db ' + target.v1_db if target.v1_db else ' bucket ' + target.bucket)) if target else 'none (spool only)'}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Write the JSON Schemas of profiles and site files for editors."""
+    from gateway.schema import write_schemas
+    for path in write_schemas(Path(args.out), load_plugins()):
+        print(path)
+    return 0
+
+
+def _react(body: Callable[[Any], Deferred]) -> int:
+    """Run ``body(reactor)`` on the reactor until it fires; its result is the exit code."""
+    from twisted.internet import reactor
+    outcome: dict[str, int] = {"code": 0}
+
+    def finished(result: Any) -> None:
+        outcome["code"] = result if isinstance(result, int) else 0
+        if reactor.running:
+            reactor.stop()
+
+    def failed(failure: Any) -> None:
+        log.error("stopped by an error: %s", failure.getTraceback())
+        outcome["code"] = 2
+        if reactor.running:
+            reactor.stop()
+
+    reactor.callWhenRunning(lambda: body(reactor).addCallbacks(finished, failed))
+    reactor.run()
+    return outcome["code"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Poll the site's devices and forward to InfluxDB through the spool until stopped."""
+    site = load_or_report(args.site)
+    if site is None:
+        return 1
+    from gateway.runner import run_gateway
+    return _react(lambda reactor: run_gateway(reactor, site, load_plugins(), args.status_interval))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Serve simulated devices for every device of a site, until stopped."""
+    site = load_or_report(args.site)
+    if site is None:
+        return 1
+    from gateway.runner import run_simulators
+    return _react(lambda reactor: run_simulators(reactor, site, load_plugins()))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """A simulated storage site, the gateway polling it, and a live table of its points."""
+    from gateway.demo import run_demo
+    return _react(lambda reactor: run_demo(reactor, args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="gridgate", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the gateway for a site file")
+    run.add_argument("site")
+    run.add_argument("--status-interval", type=float, default=60.0, help="seconds between status log lines")
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check", help="validate a site file and its profiles")
+    check.add_argument("site")
+    check.set_defaults(func=cmd_check)
+    simulate = sub.add_parser("simulate", help="serve simulated devices for a site file")
+    simulate.add_argument("site")
+    simulate.set_defaults(func=cmd_simulate)
+    demo = sub.add_parser("demo", help="simulated storage site + gateway + live table")
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.add_argument("--spool", default="gridgate-demo-spool.db", help="spool file")
+    demo.add_argument("--influx-url", default=None)
+    demo.add_argument("--influx-token-env", default="INFLUX_TOKEN", help="env var holding the token")
+    demo.add_argument("--influx-org", default="")
+    demo.add_argument("--influx-bucket", default="")
+    demo.add_argument("--influx-v1-db", default=None, help="InfluxDB 1.x database (v1 /write)")
+    demo.set_defaults(func=cmd_demo)
+    schema = sub.add_parser("schema", help="write the JSON Schemas of profiles and site files")
+    schema.add_argument("--out", default=".", help="directory to write into")
+    schema.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Parse ``argv`` and run the chosen subcommand; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    return args.func(args)

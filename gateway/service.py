@@ -1,0 +1,118 @@
+"""The gateway's service tree: what starts in which order, and stops in reverse.
+
+Start: spool (so nothing published is lost), the InfluxDB writer, then the drivers.
+Stop: drivers first (no new samples), then the final group commit, the writer, the spool.
+"""
+
+import logging
+import os
+from typing import Any, Callable, Generator
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
+from twisted.internet.task import LoopingCall
+
+from gateway.config.loader import Site
+from gateway.influx import InfluxWriter, series_prefix
+from gateway.interfaces import DriverPlugin, IDriver, group_by_protocol
+from gateway.model import point_id
+from gateway.points import PointTable
+from gateway.spool import Spool
+
+log = logging.getLogger(__name__)
+
+COMMIT_INTERVAL_S = 0.2
+EXPIRE_INTERVAL_S = 60.0
+
+
+class SpoolService(Service):
+    """Group-commits what the PointTable publishes; expires rows past the age limit."""
+
+    def __init__(self, spool: Spool, table: PointTable, reactor: Any) -> None:
+        self.spool = spool
+        self._table = table
+        self._reactor = reactor
+        self._loops = [LoopingCall(spool.commit), LoopingCall(spool.expire)]
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._unsubscribe = self._table.subscribe(self.spool.append)
+        for loop, interval in zip(self._loops, (COMMIT_INTERVAL_S, EXPIRE_INTERVAL_S)):
+            loop.clock = self._reactor
+            loop.start(interval, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        if self._unsubscribe:
+            self._unsubscribe()
+        self.spool.close()
+
+
+class WriterService(Service):
+    """Runs the InfluxDB writer between start and stop."""
+
+    def __init__(self, writer: InfluxWriter) -> None:
+        self.writer = writer
+
+    def startService(self) -> None:
+        super().startService()
+        self.writer.start()
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return self.writer.stop()
+
+
+class DriverService(Service):
+    """Starts and stops every driver of the site."""
+
+    def __init__(self, drivers: list[IDriver]) -> None:
+        self.drivers = drivers
+
+    def startService(self) -> None:
+        super().startService()
+        for driver in self.drivers:
+            driver.start()
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return DeferredList([maybeDeferred(d.stop) for d in self.drivers], consumeErrors=True)
+
+
+class Gateway(MultiService):
+    """Everything ``gridgate run`` runs for one site."""
+
+    def __init__(self, site: Site, plugins: dict[str, DriverPlugin], reactor: Any,
+                 spool_path: str | None = None) -> None:
+        super().__init__()
+        self.site = site
+        spec = site.spec
+        self.table = PointTable(point_id(d.name, p.id) for d in site.devices for p in d.profile.points)
+        self.spool = Spool(spool_path or spec.spool.path, spec.spool.max_bytes, spec.spool.max_age_s,
+                           spec.spool.overflow)
+        SpoolService(self.spool, self.table, reactor).setServiceParent(self)
+        self.writer: InfluxWriter | None = None
+        if spec.influx is not None:
+            token = os.environ.get(spec.influx.token_env)
+            self.writer = InfluxWriter(self.spool, spec.influx, token, series_prefix(site), reactor)
+            WriterService(self.writer).setServiceParent(self)
+        self.drivers: list[IDriver] = []
+        for protocol, devices in group_by_protocol(site.devices).items():
+            self.drivers += plugins[protocol].build(devices, self.table, reactor)
+        DriverService(self.drivers).setServiceParent(self)
+
+    @inlineCallbacks
+    def stopService(self) -> Generator[Deferred, Any, None]:
+        """Stop children one at a time in reverse order: drivers, writer, then the spool."""
+        Service.stopService(self)
+        for child in reversed(list(self)):
+            yield maybeDeferred(child.stopService)
+
+    def stats(self) -> dict[str, Any]:
+        """Spool, writer and driver counters, for status lines and benchmarks."""
+        return {"spool": self.spool.stats(), "writer": self.writer.stats() if self.writer else None,
+                "drivers": [d.stats() for d in self.drivers], "quality": self.table.count_by_quality()}

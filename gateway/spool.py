@@ -1,0 +1,302 @@
+"""The durable queue between the PointTable and InfluxDB: SQLite in WAL mode.
+
+Why SQLite: one file, transactional, in the standard library, and fast enough when rows are
+inserted with ``executemany`` in one transaction per group commit. A sample is *accepted* once
+``commit()`` returned: with ``journal_mode=WAL`` and ``synchronous=NORMAL`` a committed
+transaction survives the gateway process being killed (the WAL is in the OS page cache), which is
+the promise. A power loss or kernel crash may lose the last group commit(s) since the previous
+checkpoint fsync; ``synchronous=FULL`` would close that gap at the price of one fsync per commit.
+
+Rows are a FIFO: ids only grow (``AUTOINCREMENT``), the writer peeks the oldest, and deletes
+only through the last id the server confirmed. Because ids never restart, rows dropped or
+expired under a writer's in-flight batch can never make ``delete_through`` hit newer rows.
+
+All methods run on the caller's thread (the reactor): a group commit of a few thousand rows
+takes milliseconds. The size limit counts the pages that hold live rows (``page_count -
+freelist_count``): SQLite reuses freed pages before growing the file, so this also bounds the
+file on disk (the WAL adds up to ``journal_size_limit`` on top).
+"""
+
+import logging
+import math
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Sequence
+
+from gateway.errors import GatewayError
+from gateway.model import Sample, Value
+
+log = logging.getLogger(__name__)
+
+Overflow = Literal["drop_oldest", "refuse_new"]
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    point TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    value,
+    quality INTEGER NOT NULL,
+    source_time REAL NOT NULL,
+    gateway_time REAL NOT NULL
+)
+"""
+# ``value`` has no declared type, so SQLite keeps what it is given: INTEGER, REAL, TEXT or NULL.
+# ``kind`` tells apart what SQLite stores alike: bool vs int, NaN (stored as NULL) vs None.
+KIND_NONE, KIND_BOOL, KIND_INT, KIND_FLOAT, KIND_STR = 0, 1, 2, 3, 4
+_KIND_OF_TYPE: dict[type, int] = {float: KIND_FLOAT, int: KIND_INT, bool: KIND_BOOL,
+                                  str: KIND_STR, type(None): KIND_NONE}
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_DROP_MARGIN = 0.01  # drop_oldest frees 1 % below the limit, so it does not delete on every commit
+_WAL_LIMIT_BYTES = 64 << 20
+
+
+class SpoolError(GatewayError):
+    """The spool file cannot be opened or written (disk full, I/O error, not a spool)."""
+
+
+class SpoolFull(SpoolError):
+    """A batch does not fit under ``max_bytes`` and the policy is ``refuse_new``."""
+
+    def __init__(self, size_bytes: int, max_bytes: int) -> None:
+        super().__init__(f"spool would hold {size_bytes} bytes, limit {max_bytes}")
+        self.size_bytes = size_bytes
+        self.max_bytes = max_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledSample:
+    """A committed sample with its queue position ``id`` (ascending = older)."""
+
+    id: int
+    point: str
+    value: Value
+    quality: int
+    source_time: float
+    gateway_time: float
+
+
+def _encode(value: Value) -> tuple[int, Value]:
+    """The (kind, stored value) pair for one value; slow path for subclasses and huge ints."""
+    kind = _KIND_OF_TYPE.get(type(value))
+    if kind is None:  # subclasses: IntEnum, numpy scalars that subclass float, ...
+        for base, base_kind in ((bool, KIND_BOOL), (int, KIND_INT), (float, KIND_FLOAT), (str, KIND_STR)):
+            if isinstance(value, base):
+                return _encode(base(value))  # type: ignore[arg-type]
+        raise TypeError(f"cannot spool a {type(value).__name__} value")
+    if kind == KIND_INT and not _INT64[0] <= value <= _INT64[1]:  # type: ignore[operator]
+        return KIND_INT, str(value)  # SQLite INTEGER is 64-bit; keep the digits exactly
+    return kind, value
+
+
+def _decode(kind: int, stored: Any) -> Value:
+    """The original Python value from what SQLite returned."""
+    if kind == KIND_FLOAT:
+        return math.nan if stored is None else float(stored)
+    if kind == KIND_INT:
+        return int(stored)
+    if kind == KIND_BOOL:
+        return bool(stored)
+    return stored  # str or None
+
+
+def _row(sample: Sample) -> tuple[Any, ...]:
+    """One INSERT parameter tuple."""
+    kind, stored = _encode(sample.value)
+    return (sample.point, kind, stored, int(sample.quality), sample.source_time, sample.gateway_time)
+
+
+class Spool:
+    """Group-committed FIFO of samples on disk, bounded in size and age."""
+
+    def __init__(self, path: str, max_bytes: int, max_age_s: float, overflow: Overflow,
+                 clock: Callable[[], float] = time.time) -> None:
+        if overflow not in ("drop_oldest", "refuse_new"):
+            raise ValueError(f"overflow must be drop_oldest or refuse_new, not {overflow!r}")
+        self.path = path
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.overflow = overflow
+        self._clock = clock
+        self._buffer: list[tuple[Any, ...]] = []
+        self._counters = {"committed": 0, "dropped_overflow": 0, "refused": 0, "expired": 0, "deleted": 0}
+        self._refusing = False
+        self._db = self._open(path)
+        self._page_size = self._pragma("page_size")
+        self._depth = self._db.execute("SELECT count(*) FROM samples").fetchone()[0]
+
+    @staticmethod
+    def _open(path: str) -> sqlite3.Connection:
+        """Open or create the file; a file that is not a spool is an error, not overwritten."""
+        if path != ":memory:" and os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            db = sqlite3.connect(path, isolation_level=None)  # transactions are explicit
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise SpoolError(f"{path}: spool schema version {version}, this gateway knows {SCHEMA_VERSION}")
+            db.execute(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as error:
+            raise SpoolError(f"{path}: cannot open spool: {error}") from error
+        if mode != "wal" and path != ":memory:":
+            raise SpoolError(f"{path}: SQLite refused WAL mode (got {mode!r})")
+        return db
+
+    def _pragma(self, name: str) -> int:
+        return int(self._db.execute(f"PRAGMA {name}").fetchone()[0])
+
+    # -- producer side ------------------------------------------------------------------------
+
+    def append(self, samples: Sequence[Sample]) -> None:
+        """Buffer samples in memory; they are not accepted until ``commit()``."""
+        self._buffer.extend(_row(s) for s in samples)
+
+    def commit(self) -> int:
+        """Write everything buffered in one transaction; returns the rows committed.
+
+        Over ``max_bytes``, ``drop_oldest`` deletes the oldest rows in the same transaction and
+        ``refuse_new`` rolls the batch back (returns 0). Neither raises: the policy was chosen
+        in the config, so overflow is an expected state, logged and counted. A SQLite failure
+        (disk full, I/O error) raises ``SpoolError`` and keeps the buffer for the next commit.
+        """
+        if not self._buffer:
+            return 0
+        rows = self._buffer
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT INTO samples (point, kind, value, quality, source_time, gateway_time)"
+                " VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._depth += len(rows)
+            self._enforce_size(len(rows))
+            self._db.execute("COMMIT")
+        except SpoolFull as full:
+            self._rollback()
+            self._buffer = []
+            self._refuse(len(rows), full)
+            return 0
+        except sqlite3.Error as error:
+            self._rollback()
+            raise SpoolError(f"{self.path}: commit of {len(rows)} samples failed: {error}") from error
+        self._buffer = []
+        self._counters["committed"] += len(rows)
+        self._accepting_again()
+        return len(rows)
+
+    def _rollback(self) -> None:
+        """Undo the open transaction (if it got that far) and the depth it counted."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._depth = self._db.execute("SELECT count(*) FROM samples").fetchone()[0]
+
+    def _enforce_size(self, new_rows: int) -> None:
+        """Apply the overflow policy inside the open transaction."""
+        size = self.size_bytes()
+        if size <= self.max_bytes:
+            return
+        if self.overflow == "refuse_new":
+            raise SpoolFull(size, self.max_bytes)
+        dropped = 0
+        target = self.max_bytes * (1.0 - _DROP_MARGIN)
+        while size > target and self._depth > 0:
+            per_row = size / self._depth
+            n = max(1, math.ceil((size - target) / per_row))
+            dropped += self._delete_oldest(n)
+            size = self.size_bytes()
+        self._counters["dropped_overflow"] += dropped
+        log.warning("spool %s full (limit %d bytes): dropped the %d oldest samples, %d remain",
+                    self.path, self.max_bytes, dropped, self._depth)
+
+    def _delete_oldest(self, n: int) -> int:
+        """Delete the ``n`` oldest rows; returns how many went."""
+        cur = self._db.execute(
+            "DELETE FROM samples WHERE id <= (SELECT id FROM samples ORDER BY id LIMIT 1 OFFSET ?)",
+            (min(n, self._depth) - 1,))
+        self._depth -= cur.rowcount
+        return cur.rowcount
+
+    def _refuse(self, n: int, full: SpoolFull) -> None:
+        """Count a refused batch; warn once per episode of refusing, not once per commit."""
+        self._counters["refused"] += n
+        if not self._refusing:
+            log.warning("spool %s full (%s): refusing new samples until the writer drains it "
+                        "(%d refused so far)", self.path, full, self._counters["refused"])
+        self._refusing = True
+
+    def _accepting_again(self) -> None:
+        if self._refusing:
+            log.info("spool %s accepts samples again (%d refused in total)", self.path,
+                     self._counters["refused"])
+        self._refusing = False
+
+    # -- consumer side ------------------------------------------------------------------------
+
+    def peek(self, limit: int) -> list[SpooledSample]:
+        """Up to ``limit`` committed samples, oldest first; nothing is removed."""
+        cur = self._db.execute(
+            "SELECT id, point, kind, value, quality, source_time, gateway_time"
+            " FROM samples ORDER BY id LIMIT ?", (limit,))
+        return [SpooledSample(i, p, _decode(k, v), q, st, gt) for i, p, k, v, q, st, gt in cur]
+
+    def delete_through(self, last_id: int) -> None:
+        """Remove every row up to and including ``last_id``: what the server confirmed."""
+        cur = self._db.execute("DELETE FROM samples WHERE id <= ?", (last_id,))
+        self._depth -= cur.rowcount
+        self._counters["deleted"] += cur.rowcount
+
+    def expire(self) -> int:
+        """Drop rows whose ``gateway_time`` is older than ``max_age_s``; returns how many.
+
+        The queue is walked from its oldest end and stops at the first young row, so the cost
+        is proportional to what expires (no index on time needed). A row that sits behind a
+        younger one (the clock stepped back) waits until the rows before it expire.
+        """
+        cutoff = self._clock() - self.max_age_s
+        first_young = self._db.execute(
+            "SELECT id FROM samples WHERE gateway_time >= ? ORDER BY id LIMIT 1", (cutoff,)).fetchone()
+        if first_young is None:
+            cur = self._db.execute("DELETE FROM samples")
+        else:
+            cur = self._db.execute("DELETE FROM samples WHERE id < ?", (first_young[0],))
+        n = cur.rowcount
+        if n:
+            self._depth -= n
+            self._counters["expired"] += n
+            log.warning("spool %s: %d samples older than %.0f s expired unsent", self.path, n,
+                        self.max_age_s)
+        return n
+
+    # -- observation --------------------------------------------------------------------------
+
+    def depth(self) -> int:
+        """Committed rows waiting to be sent."""
+        return self._depth
+
+    def oldest_age(self) -> float | None:
+        """Seconds since the oldest waiting row reached the gateway; None when empty."""
+        row = self._db.execute("SELECT gateway_time FROM samples ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else self._clock() - row[0]
+
+    def size_bytes(self) -> int:
+        """Bytes in pages holding live data (free pages, reused before the file grows, excluded)."""
+        return (self._pragma("page_count") - self._pragma("freelist_count")) * self._page_size
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and gauges for status pages and metrics."""
+        return {"depth": self._depth, "buffered": len(self._buffer), "size_bytes": self.size_bytes(),
+                "max_bytes": self.max_bytes, "oldest_age_s": self.oldest_age(),
+                "refusing": self._refusing, **self._counters}
+
+    def close(self) -> None:
+        """Commit what is buffered, then close the file (SQLite checkpoints the WAL on close)."""
+        try:
+            self.commit()
+        finally:
+            self._db.close()

@@ -1,0 +1,48 @@
+"""`gridgate check` and `gridgate run` on broken input: every problem named by file:line, nothing started."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+CASES = Path(__file__).resolve().parents[1] / "cases" / "bad"
+
+
+def _gridgate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_check_names_every_problem_with_file_and_line(tmp_path: Path) -> None:
+    """Wrong type, overlap, unknown key, writable without limits, missing profile: all reported at once."""
+    result = _gridgate("check", str(CASES / "site.yaml"), cwd=tmp_path)
+    assert result.returncode == 1
+    profile, site = CASES / "broken-pcs.yaml", CASES / "site.yaml"
+    expected = [
+        (f"{profile}:8: points[0].type:", "Input should be"),
+        (f"{profile}:13: points[2].address:", "'q_overlap' overlaps 'q_reactive'"),
+        (f"{profile}:18: points[3].scal:", "unknown key"),
+        (f"{profile}:22: points[4].writable:", "needs limits"),
+        (f"{site}:8: devices[1].profile:", "not found"),
+        (f"{site}:12: devices[2].connection.baud:", "unknown key"),
+    ]
+    lines = result.stderr.splitlines()
+    for prefix, words in expected:
+        assert any(line.startswith(prefix) and words in line for line in lines), (prefix, result.stderr)
+
+
+def test_run_refuses_a_broken_site(tmp_path: Path) -> None:
+    """The gateway does not start (no spool created) when the site has problems."""
+    result = _gridgate("run", str(CASES / "site.yaml"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "nothing started" in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_check_summarises_a_clean_site(tmp_path: Path) -> None:
+    """A valid site prints its devices, points and request rate, exit 0."""
+    site = tmp_path / "site.yaml"
+    site.write_text("site: ok\ndevices:\n  - name: meter1\n    profile: meter/gridgate-meter-3p\n"
+                    "    connection: {host: 127.0.0.1, port: 15022}\n    poll_s: 2s\n")
+    result = _gridgate("check", str(site), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "1 device(s)" in result.stdout and "requests/s" in result.stdout
