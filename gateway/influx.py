@@ -20,6 +20,7 @@ import math
 import random
 import urllib.parse
 from collections import Counter
+from io import BytesIO
 from typing import Any, Callable, Mapping, Protocol
 
 import aiohttp
@@ -165,7 +166,6 @@ class V1Poster:
         return Deferred.fromCoroutine(self._post(lines))
 
     async def _post(self, lines: list[str]) -> None:
-        from io import BytesIO
         body = FileBodyProducer(BytesIO("\n".join(lines).encode()))
         headers = Headers({b"Content-Type": [b"text/plain; charset=utf-8"]})
         try:
@@ -317,16 +317,16 @@ class InfluxWriter:
             return self._spec.flush_interval_s
         waiting = self._spool.depth()
         try:
-            await self._send_batch(batch)
+            confirmed = await self._send_batch(batch)
         except InfluxUnavailable as error:
             return self._failed(error, waiting)
         self._spool.delete_through(batch[-1].id)
-        self._succeeded(batch, waiting)
+        self._succeeded(confirmed, waiting)
         self._notify_if_drained()
         return 0.0 if len(batch) >= self._spec.batch_size else self._spec.flush_interval_s
 
-    async def _send_batch(self, batch: list[SpooledSample]) -> None:
-        """Post the batch; samples the server refuses are isolated, logged and left behind."""
+    async def _send_batch(self, batch: list[SpooledSample]) -> int:
+        """Post the batch; returns how many the server took. Refused samples are isolated and logged."""
         samples, lines = self._lines(batch)
         dropped: list[tuple[SpooledSample, InfluxRejected]] = []
         if lines:
@@ -337,6 +337,7 @@ class InfluxWriter:
                 reason = next(e.detail for s, e in dropped if s.point == point)
                 log.error("InfluxDB %s refused %d sample(s) of point %s, dropped: %s",
                           self.url, count, point, reason)
+        return len(lines) - len(dropped)
 
     def _lines(self, batch: list[SpooledSample]) -> tuple[list[SpooledSample], list[str]]:
         """Line protocol for every sample whose point still has a series (the site may have changed)."""
@@ -397,14 +398,14 @@ class InfluxWriter:
         self._backoff_s = base * random.uniform(0.8, 1.0)
         return self._backoff_s
 
-    def _succeeded(self, batch: list[SpooledSample], waiting: int) -> None:
+    def _succeeded(self, confirmed: int, waiting: int) -> None:
         if self._connected is False:
             log.info("InfluxDB %s reachable again after %.0f s; %d samples were waiting",
                      self.url, self._reactor.seconds() - self._down_since, waiting)
         self._connected = True
         self._streak = 0
         self._backoff_s = 0.0
-        self._counts["sent"] += len(batch)
+        self._counts["sent"] += confirmed
         self._counts["batches"] += 1
 
     def _notify_if_drained(self) -> None:

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, mayb
 from twisted.internet.task import LoopingCall
 
 from gateway.config.loader import Site
-from gateway.influx import InfluxWriter, series_prefix
+from gateway.influx import InfluxWriter, SeriesKey, series_prefix
 from gateway.interfaces import DriverPlugin, IDriver, group_by_protocol
 from gateway.model import point_id
 from gateway.points import PointTable
@@ -23,6 +23,13 @@ log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 0.2
 EXPIRE_INTERVAL_S = 60.0
+
+
+def series_of(site: Site, measurement: str) -> SeriesKey:
+    """Each point's line-protocol series: the measurement, the device's tags, point and unit."""
+    prefixes = {point_id(d.name, p.id): series_prefix(measurement, {**d.tags, "point": p.id, "unit": p.unit})
+                for d in site.devices for p in d.profile.points}
+    return prefixes.__getitem__
 
 
 class SpoolService(Service):
@@ -98,7 +105,7 @@ class Gateway(MultiService):
         self.writer: InfluxWriter | None = None
         if spec.influx is not None:
             token = os.environ.get(spec.influx.token_env)
-            self.writer = InfluxWriter(self.spool, spec.influx, token, series_prefix(site), reactor)
+            self.writer = InfluxWriter(self.spool, spec.influx, token, series_of(site, spec.influx.measurement), reactor)
             WriterService(self.writer).setServiceParent(self)
         self.drivers: list[IDriver] = []
         for protocol, devices in group_by_protocol(site.devices).items():

@@ -102,7 +102,7 @@ class ModbusLink:
         await self.gate.acquire(priority)
         try:
             await self._ensure_connected(device, timeout_s)
-            self._client.comm_params.timeout_connect = timeout_s
+            self._set_timeout(timeout_s)
             for attempt in range(retries + 1):
                 try:
                     self.requests += 1
@@ -118,6 +118,14 @@ class ModbusLink:
         finally:
             self.gate.release()
 
+    def _set_timeout(self, timeout_s: float) -> None:
+        """The requesting device's timeout, for this one request (pymodbus keeps one per client).
+
+        The transaction manager reads its own copy of the parameters (``ctx.comm_params``);
+        pymodbus is pinned exactly, so relying on that attribute is safe.
+        """
+        self._client.ctx.comm_params.timeout_connect = timeout_s
+
     @staticmethod
     def _checked(device: str, response: Any) -> Any:
         if response.isError():
@@ -131,7 +139,7 @@ class ModbusLink:
         if now < self._next_attempt:
             raise DeviceError(device, f"{self.name} not connected (next attempt in "
                                       f"{self._next_attempt - now:.1f} s)")
-        self._client.comm_params.timeout_connect = timeout_s
+        self._set_timeout(timeout_s)
         if await self._client.connect():
             if self._down_logged:
                 log.info("%s: connected again", self.name)

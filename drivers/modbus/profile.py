@@ -86,7 +86,7 @@ class ModbusConnection(Strict):
     """Where a Modbus device is: TCP (``host``), RTU on a serial port (``serial``) or RTU over TCP."""
 
     host: str | None = None
-    port: int = Field(502, ge=1, le=65535)
+    port: int = Field(502, ge=0, le=65535, description="0: a simulator binds any free port")
     serial: str | None = None
     baudrate: int = 9600
     parity: Literal["N", "E", "O"] = "N"

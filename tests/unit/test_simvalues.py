@@ -92,8 +92,8 @@ def test_random_walk_changes_at_most_step_per_second() -> None:
 def test_random_walk_is_reproducible_with_a_seed() -> None:
     """Two engines with the same seed walk the same path; another seed walks another."""
     spec = profile(point("w", kind="random_walk", value=0.0, step=1.0))
-    runs = [[ValueEngine(spec, seed=seed) for seed in (7, 7, 8)]]
-    paths = [[engine.step(float(t))["w"] for t in range(50)] for engine in runs[0]]
+    engines = [ValueEngine(spec, seed=seed) for seed in (7, 7, 8)]
+    paths = [[engine.step(float(t))["w"] for t in range(50)] for engine in engines]
     assert paths[0] == paths[1]
     assert paths[0] != paths[2]
 
