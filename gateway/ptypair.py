@@ -19,14 +19,14 @@ class PtyPair:
         self.paths: tuple[str, str] = ("", "")
 
     def open(self) -> tuple[str, str]:
-        """Create both ends and start copying; returns their paths. Needs a running asyncio loop."""
+        """Create both ends and start copying on the reactor's asyncio loop; returns their paths."""
         for _ in range(2):
             master, slave = os.openpty()
             tty.setraw(slave)
             os.set_blocking(master, False)
             self._masters.append(master)
             self._slaves.append(slave)
-        loop = asyncio.get_running_loop()
+        loop = asyncio.get_event_loop()
         first, second = self._masters
         loop.add_reader(first, self._copy, first, second)
         loop.add_reader(second, self._copy, second, first)
