@@ -89,7 +89,9 @@ class ModbusLink:
                  clock: Callable[[], float], client_factory: Callable[..., Any] = make_client) -> None:
         self.name = name
         self.gate = PriorityGate()
-        self._client = client_factory(connection)
+        self._connection = connection
+        self._client_factory = client_factory
+        self._client: Any = None
         self._clock = clock
         self._backoff = BACKOFF_START_S
         self._next_attempt = 0.0
@@ -133,6 +135,8 @@ class ModbusLink:
         return response
 
     async def _ensure_connected(self, device: str, timeout_s: float) -> None:
+        if self._client is None:  # pymodbus clients can only be built inside the running loop
+            self._client = self._client_factory(self._connection)
         if self._client.connected:
             return
         now = self._clock()
@@ -153,5 +157,6 @@ class ModbusLink:
         raise DeviceError(device, f"{self.name} not connected")
 
     def close(self) -> None:
-        """Close the connection; queued requests will fail to reconnect until backoff allows."""
-        self._client.close()
+        """Close the connection, if one was ever made."""
+        if self._client is not None:
+            self._client.close()
