@@ -35,7 +35,7 @@ from twisted.internet.task import deferLater  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway.config.loader import load_site  # noqa: E402
-from gateway.demo import free_port  # noqa: E402
+from gateway.demo import free_ports  # noqa: E402
 from gateway.interfaces import load_plugins  # noqa: E402
 from gateway.service import Gateway  # noqa: E402
 from tests.tsdb import victoria_metrics  # noqa: E402
@@ -49,8 +49,8 @@ def write_layout(folder: Path, args: argparse.Namespace, influx_url: str | None)
     profile = {"model": "BENCH-100", "kind": "other", "protocol": "modbus", "points": points}
     (folder / "bench-device.yaml").write_text(yaml.safe_dump(profile), encoding="utf-8")
     devices = [{"name": f"d{n:04d}", "profile": "bench-device", "poll_s": args.period,
-                "timeout_s": 1.0, "connection": {"host": "127.0.0.1", "port": free_port(), "unit": 1}}
-               for n in range(args.devices)]
+                "timeout_s": 1.0, "connection": {"host": "127.0.0.1", "port": port, "unit": 1}}
+               for n, port in enumerate(free_ports(args.devices))]
     site = {"site": "bench", "spool": {"path": str(folder / "spool.db")}, "devices": devices}
     if influx_url:
         site["influx"] = {"url": influx_url, "bucket": "bench", "batch_size": 20000, "flush_interval_s": 0.2}

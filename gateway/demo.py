@@ -26,18 +26,23 @@ TCP_DEVICES = (("pcs1", "pcs/gridgate-pcs-250"), ("bms1", "bms/gridgate-bms-tcp"
                ("meter1", "meter/gridgate-meter-3p"))
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def demo_site(serial_gateway_side: str, serial_device_side: str, args: argparse.Namespace) -> tuple[dict, dict]:
     """The site file the gateway reads, and the one the simulator serves (other end of the cable)."""
     devices = [{"name": name, "profile": profile, "poll_s": "1s", "timeout_s": "500ms",
-                "connection": {"host": "127.0.0.1", "port": free_port(), "unit": 1}}
-               for name, profile in TCP_DEVICES]
+                "connection": {"host": "127.0.0.1", "port": port, "unit": 1}}
+               for (name, profile), port in zip(TCP_DEVICES, free_ports(len(TCP_DEVICES)))]
     devices.append({"name": "bms2", "profile": "bms/gridgate-bms-rtu", "poll_s": "1s", "timeout_s": "500ms",
                     "connection": {"serial": serial_gateway_side, "baudrate": 19200, "unit": 2}})
     site: dict[str, Any] = {"site": "demo-ess", "spool": {"path": args.spool}, "devices": devices}

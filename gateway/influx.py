@@ -236,6 +236,10 @@ async def _nothing() -> None:
 # -- the writer -------------------------------------------------------------------------------
 
 
+class _Interrupted(Exception):
+    """stop() arrived between the requests of a bisection; nothing is deleted."""
+
+
 class InfluxWriter:
     """Forwards the spool to one InfluxDB target, retrying with backoff, never blocking the queue."""
 
@@ -309,8 +313,7 @@ class InfluxWriter:
             self._sleep = None
 
     async def _cycle(self) -> float:
-        """Send one batch; returns how long to wait before the next cycle."""
-        self._spool.expire()
+        """Send one batch; returns how long to wait before the next cycle (age expiry is the spool owner's)."""
         batch = self._spool.peek(self._spec.batch_size)
         if not batch:
             self._notify_if_drained()
@@ -320,6 +323,8 @@ class InfluxWriter:
             confirmed = await self._send_batch(batch)
         except InfluxUnavailable as error:
             return self._failed(error, waiting)
+        except _Interrupted:
+            return 0.0  # stopping mid-bisection: the batch stays spooled and is sent next run
         self._spool.delete_through(batch[-1].id)
         self._succeeded(confirmed, waiting)
         self._notify_if_drained()
@@ -358,6 +363,8 @@ class InfluxWriter:
     async def _bisect(self, samples: list[SpooledSample], lines: list[str],
                       dropped: list[tuple[SpooledSample, InfluxRejected]]) -> None:
         """Post; on a content rejection split in halves until the bad lines stand alone."""
+        if self._stopping:
+            raise _Interrupted()
         try:
             await self._post(lines)
         except InfluxRejected as rejected:

@@ -44,12 +44,14 @@ class SimBehaviour(Strict):
     period_s: float = Field(60.0, gt=0)
     step: float = 0.0
     source: str | None = Field(None, description="point followed or integrated")
-    rate_per_s: float = Field(0.0, ge=0, description="follow: slew rate; integrate: gain per second")
+    rate_per_s: float = Field(0.0, description="follow: slew rate (>= 0); integrate: gain per second, signed")
 
     @model_validator(mode="after")
     def _source_needed(self) -> "SimBehaviour":
         if self.kind in ("follow", "integrate") and not self.source:
             raise ValueError(f"sim kind {self.kind!r} needs 'source': the point it tracks")
+        if self.kind == "follow" and self.rate_per_s < 0:
+            raise ValueError("a follow rate is a speed: rate_per_s >= 0")
         return self
 
 

@@ -199,7 +199,9 @@ async def test_a_value_the_type_cannot_carry_is_logged_once(sim: ModbusSimulator
     sim.set_value("pcs1", "p_set", 1000)
     client = await tcp_client(sim.port_of("pcs1"))
     try:
+        deadline = asyncio.get_running_loop().time() + 2.0
         while await read_p(client) != 1000:  # ticks keep running and serving other points
+            assert asyncio.get_running_loop().time() < deadline, "ticks stopped"
             await asyncio.sleep(PERIOD_S)
         await asyncio.sleep(3 * PERIOD_S)
     finally:
