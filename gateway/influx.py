@@ -2,13 +2,13 @@
 
 Delivery is at-least-once: a batch whose confirmation was lost (timeout, connection reset after
 the server stored it) is sent again. InfluxDB overwrites a point with the same series and
-timestamp, so such duplicates collapse there. VictoriaMetrics keeps them unless it runs with
-``-dedup.minScrapeInterval``; they are identical rows and harmless to averages only by luck, so
-run VictoriaMetrics with ``-dedup.minScrapeInterval=1ms`` if that matters.
+timestamp, so such duplicates collapse there. VictoriaMetrics keeps both copies unless it runs
+with ``-dedup.minScrapeInterval`` (``=1ms`` collapses exact duplicates); they do not change a
+min/max/last, but they do skew counts and averages over raw samples.
 
 The line format is chosen so that a real InfluxDB never refuses a sample for its type: a
-field's type is fixed per measurement (per shard), and every point shares the measurement and
-the field names. So numbers of every kind (float, int, bool as 1/0) go into one float field
+field's type is fixed per measurement (per shard; InfluxDB 1.6 answers "field type conflict"),
+and every point shares the measurement and the field names. So numbers of every kind (float, int, bool as 1/0) go into one float field
 ``value``, text into a string field ``text``, the 104 quality bits into an integer ``quality``.
 The spool keeps the exact Python type; only what InfluxDB sees is normalised.
 """

@@ -1,0 +1,102 @@
+"""The `gridgate` process end to end: the demo command, and a SIGKILL that loses no committed sample."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+from gateway.demo import free_ports
+from tests import tsdb
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_and_shows_every_point_good(tmp_path: Path) -> None:
+    """`gridgate demo --duration N` polls the TCP devices and the RTU string, prints the table, exits 0."""
+    result = subprocess.run([sys.executable, "-m", "gateway", "demo", "--duration", "6",
+                             "--spool", str(tmp_path / "spool.db")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["pcs1"], ["bms1"], ["meter1"], ["bms2"])]
+    assert {row[0] for row in rows} == {"pcs1", "bms1", "meter1", "bms2"}
+    assert all("good" in row for row in rows), [row for row in rows if "good" not in row]
+    assert " IV 0 " in result.stdout and "offline none" in result.stdout
+
+
+def _site(tmp_path: Path, port: int, influx_url: str) -> Path:
+    profile = {"model": "KILL", "kind": "meter", "protocol": "modbus",
+               "points": [{"id": f"p{i}", "address": i, "type": "uint16",
+                           "sim": {"kind": "ramp", "step": 1, "min": 0, "max": 60000}} for i in range(5)]}
+    (tmp_path / "kill.yaml").write_text(yaml.safe_dump(profile))
+    site = {"site": "kill", "influx": {"url": influx_url, "bucket": "b", "flush_interval_s": 0.2},
+            "spool": {"path": str(tmp_path / "spool.db")},
+            "devices": [{"name": "m", "profile": "kill", "poll_s": 0.1,
+                         "connection": {"host": "127.0.0.1", "port": port}}]}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(site))
+    return path
+
+
+def _spooled(spool: Path) -> list[tuple[str, int]]:
+    with sqlite3.connect(spool) as db:
+        return [(point, round(t * 1000)) for point, t in db.execute("SELECT point, source_time FROM samples")]
+
+
+def _gridgate(command: str, site: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gateway", "--log-level", "WARNING", command, str(site)],
+                            cwd=site.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def site(tmp_path: Path, victoria_metrics: tsdb.TsdbProcess) -> Iterator[Path]:
+    """A one-device site writing to ``victoria_metrics``, its device served by `gridgate simulate`."""
+    [port] = free_ports(1)
+    path = _site(tmp_path, port, victoria_metrics.url)
+    simulator = _gridgate("simulate", path)
+    yield path
+    simulator.terminate()
+    simulator.wait(20)
+
+
+def test_sigkill_loses_no_committed_sample(tmp_path: Path, site: Path, victoria_metrics: tsdb.TsdbProcess) -> None:
+    """Polled with InfluxDB down, SIGKILLed, restarted with it up: every sample the spool held arrives."""
+    victoria_metrics.stop()
+    gateway = _gridgate("run", site)
+    spool = tmp_path / "spool.db"
+    _wait(lambda: spool.exists() and len(_spooled(spool)) >= 100, 30, "100 spooled samples")
+    os.kill(gateway.pid, signal.SIGKILL)
+    gateway.wait(10)
+    committed = set(_spooled(spool))
+    assert len(committed) >= 100
+    victoria_metrics.start()
+    gateway = _gridgate("run", site)
+    try:
+        _wait(lambda: not committed & set(_spooled(spool)), 60, "the spool to forward the old samples")
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(20) == 0, gateway.stderr.read().decode()[-2000:]
+    wanted = {(f"m.{point.split('.')[1]}", ms) for point, ms in committed}
+
+    def arrived(series: list) -> set:
+        return {(f"m.{s['metric']['point']}", ts) for s in series for ts in s["timestamps"]}
+
+    series = tsdb.vm_export(victoria_metrics.url, '{__name__="gridgate_quality",site="kill"}',
+                            until=lambda found: wanted <= arrived(found))
+    missing = wanted - arrived(series)
+    assert not missing, f"{len(missing)} of {len(wanted)} committed samples never arrived, e.g. {sorted(missing)[:3]}"
