@@ -16,12 +16,11 @@ The spool keeps the exact Python type; only what InfluxDB sees is normalised.
 import asyncio
 import json
 import logging
-import math
 import random
 import urllib.parse
 from collections import Counter
 from io import BytesIO
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Protocol
 
 import aiohttp
 from influxdb_client import WritePrecision
@@ -39,6 +38,7 @@ from twisted.web.http_headers import Headers
 from gateway.aio import as_deferred
 from gateway.config.site import InfluxSpec
 from gateway.errors import GatewayError
+from gateway.lineprotocol import to_line
 from gateway.spool import Spool, SpooledSample
 
 log = logging.getLogger(__name__)
@@ -49,58 +49,6 @@ SeriesKey = Callable[[str], str]
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 REJECTED_STATUS = frozenset({400, 413, 422})  # the batch content is at fault: bisect it
-
-# -- line protocol (pure) ---------------------------------------------------------------------
-
-_TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "/",
-                              "\n": r"\ ", "\r": r"\ ", "\t": r"\ "})
-_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\\": "/",
-                                      "\n": r"\ ", "\r": r"\ ", "\t": r"\ "})
-_STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
-
-
-def escape_tag(text: str) -> str:
-    """A tag key or value for line protocol.
-
-    Comma, equals and space are backslash-escaped; whitespace controls become escaped spaces.
-    A backslash becomes ``/``: InfluxDB 1.x has no way to write one before a comma or at the
-    end of a tag value, so no backslash survives rather than some.
-    """
-    return text.translate(_TAG_ESCAPES)
-
-
-def series_prefix(measurement: str, tags: Mapping[str, str]) -> str:
-    """The ``measurement,k=v,...`` start of a line; tags sorted by key, empty values left out.
-
-    InfluxDB refuses a tag with an empty value ("missing tag value"), and sorted tags are what
-    it stores anyway (the docs recommend sending them sorted).
-    """
-    parts = [measurement.translate(_MEASUREMENT_ESCAPES)]
-    parts += [f"{escape_tag(k)}={escape_tag(v)}" for k, v in sorted(tags.items()) if k and v]
-    return ",".join(parts)
-
-
-def _value_field(value: object) -> str:
-    """``value=...,`` or ``text="...",`` or nothing (IV without value, NaN, infinity)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "value=1," if value else "value=0,"
-    if isinstance(value, int):
-        return f"value={value},"  # digits without the i suffix: a float field, exact below 2**53
-    if isinstance(value, float):
-        return f"value={value!r}," if math.isfinite(value) else ""
-    return f'text="{str(value).translate(_STRING_ESCAPES)}",'
-
-
-def to_line(prefix: str, s: SpooledSample) -> str:
-    """One line of line protocol, millisecond precision, stamped with the sample's source time.
-
-    InfluxDB refuses NaN and infinity, so such a sample carries only its quality, like an
-    invalid sample without a value.
-    """
-    return f"{prefix} {_value_field(s.value)}quality={int(s.quality)}i {round(s.source_time * 1000)}"
-
 
 # -- errors -----------------------------------------------------------------------------------
 
@@ -218,7 +166,7 @@ class V2Poster:
                                                timeout=int(self._spec.timeout_s * 1000) + 1000)
         try:
             await self._client.write_api().write(bucket=self._spec.bucket, org=self._spec.org,
-                                                 record=lines, write_precision=WritePrecision.MS)
+                                                 record="\n".join(lines), write_precision=WritePrecision.MS)
         except ApiException as error:
             raise _classify(self.url, int(error.status or 0), str(error.message)) from error
         except (aiohttp.ClientError, asyncio.TimeoutError, InfluxDBError, OSError) as error:

@@ -13,11 +13,12 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, mayb
 from twisted.internet.task import LoopingCall
 
 from gateway.config.loader import Site
-from gateway.influx import InfluxWriter, SeriesKey, series_prefix
+from gateway.influx import InfluxWriter, SeriesKey
+from gateway.lineprotocol import series_prefix
 from gateway.interfaces import DriverPlugin, IDriver, group_by_protocol
 from gateway.model import point_id
 from gateway.points import PointTable
-from gateway.spool import Spool
+from gateway.spool import Spool, SpoolError
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,22 @@ class SpoolService(Service):
         self.spool = spool
         self._table = table
         self._reactor = reactor
-        self._loops = [LoopingCall(spool.commit), LoopingCall(spool.expire)]
+        self._loops = [LoopingCall(self._commit), LoopingCall(spool.expire)]
         self._unsubscribe: Callable[[], None] | None = None
+        self._failing = False
+
+    def _commit(self) -> None:
+        """Group commit; a failing disk is logged once per episode and retried next period."""
+        try:
+            self.spool.commit()
+        except SpoolError as exc:
+            if not self._failing:
+                log.error("spool %s: commit failed, samples kept in memory and retried: %s", self.spool.path, exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("spool %s: committing again", self.spool.path)
+        self._failing = False
 
     def startService(self) -> None:
         super().startService()

@@ -52,6 +52,7 @@ _KIND_OF_TYPE: dict[type, int] = {float: KIND_FLOAT, int: KIND_INT, bool: KIND_B
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _DROP_MARGIN = 0.01  # drop_oldest frees 1 % below the limit, so it does not delete on every commit
 _WAL_LIMIT_BYTES = 64 << 20
+MAX_BUFFERED = 1_000_000  # rows held in memory while commits fail (disk full): bounded memory
 
 
 class SpoolError(GatewayError):
@@ -122,7 +123,8 @@ class Spool:
         self.overflow = overflow
         self._clock = clock
         self._buffer: list[tuple[Any, ...]] = []
-        self._counters = {"committed": 0, "dropped_overflow": 0, "refused": 0, "expired": 0, "deleted": 0}
+        self._counters = {"committed": 0, "dropped_overflow": 0, "dropped_unwritable": 0, "refused": 0,
+                          "expired": 0, "deleted": 0}
         self._refusing = False
         self._db = self._open(path)
         self._page_size = self._pragma("page_size")
@@ -155,8 +157,19 @@ class Spool:
     # -- producer side ------------------------------------------------------------------------
 
     def append(self, samples: Sequence[Sample]) -> None:
-        """Buffer samples in memory; they are not accepted until ``commit()``."""
+        """Buffer samples in memory; they are not accepted until ``commit()``.
+
+        While commits fail the buffer is capped at ``MAX_BUFFERED`` rows, the oldest going first
+        (counted as ``dropped_unwritable``): a dead disk must not exhaust memory as well.
+        """
         self._buffer.extend(_row(s) for s in samples)
+        excess = len(self._buffer) - MAX_BUFFERED
+        if excess > 0:
+            del self._buffer[:excess]
+            if not self._counters["dropped_unwritable"]:
+                log.error("spool %s: commits failing and %d samples buffered; dropping the oldest "
+                          "(counted as dropped_unwritable)", self.path, MAX_BUFFERED)
+            self._counters["dropped_unwritable"] += excess
 
     def commit(self) -> int:
         """Write everything buffered in one transaction; returns the rows committed.

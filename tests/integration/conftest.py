@@ -12,7 +12,7 @@ from tests import tsdb
 def _running(server: tsdb.TsdbProcess) -> Iterator[tsdb.TsdbProcess]:
     """Start ``server``, hand it to the test, stop it by PID whatever happened."""
     if shutil.which(server.argv[0]) is None:
-        pytest.skip(f"{server.argv[0]} is not installed (Debian package {server.name})")
+        pytest.fail(f"{server.argv[0]} is not installed: apt-get install victoria-metrics influxdb")
     server.start()
     try:
         yield server

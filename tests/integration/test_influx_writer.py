@@ -20,7 +20,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall, deferLater
 
 from gateway.config.site import InfluxSpec
-from gateway.influx import InfluxWriter, SeriesKey, series_prefix
+from gateway.influx import InfluxWriter, SeriesKey
+from gateway.lineprotocol import series_prefix
 from gateway.model import Quality, Sample, Value
 from gateway.spool import Spool
 from tests import tsdb

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from gateway.influx import escape_tag, series_prefix, to_line
+from gateway.lineprotocol import escape_tag, series_prefix, to_line
 from gateway.model import Quality
 from gateway.spool import SpooledSample
 
