@@ -34,6 +34,7 @@ from gateway.model import Quality, Sample, Value, point_id
 log = logging.getLogger(__name__)
 
 PROBE_MAX_S = 10.0
+GOOD = int(Quality.GOOD)
 ILLEGAL_DATA_ADDRESS = 2
 
 _READERS = {
@@ -144,11 +145,12 @@ class DevicePoller:
 
     def _publish(self, values: dict[str, tuple[Value, Quality]]) -> None:
         now = self._clock()
-        ids = self._ids
-        batch = [Sample(ids[pid], value, quality, now, now) for pid, (value, quality) in values.items()]
+        ids, last = self._ids, self._last
+        batch = []
         for pid, (value, quality) in values.items():
-            if not quality & Quality.IV:
-                self._last[pid] = value
+            batch.append(Sample(ids[pid], value, quality, now, now))
+            if quality == GOOD or not quality & Quality.IV:  # int compare first: IntFlag ops are slow
+                last[pid] = value
         self.counters["points"] += len(batch)
         self._sink.publish(batch)
 
