@@ -31,6 +31,19 @@ def test_demo_runs_and_shows_every_point_good(tmp_path: Path) -> None:
     assert " IV 0 " in result.stdout and "offline none" in result.stdout
 
 
+def test_demo_forwards_to_influxdb(tmp_path: Path, victoria_metrics: tsdb.TsdbProcess) -> None:
+    """`gridgate demo --influx-url ...` forwards every device's points, tagged with site, device and model."""
+    result = subprocess.run([sys.executable, "-m", "gateway", "demo", "--duration", "5", "--spool",
+                             str(tmp_path / "spool.db"), "--influx-url", victoria_metrics.url,
+                             "--influx-bucket", "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    devices = {"pcs1": "GG-PCS-250", "bms1": "GG-BMS-C215", "meter1": "GG-EM-3P", "bms2": "GG-BMS-S48"}
+    series = tsdb.vm_export(victoria_metrics.url, '{__name__="gridgate_quality",site="demo-ess"}',
+                            until=lambda found: {s["metric"]["device"] for s in found} >= set(devices))
+    seen = {(s["metric"]["device"], s["metric"]["model"]) for s in series}
+    assert seen == set(devices.items())
+
+
 def _site(tmp_path: Path, port: int, influx_url: str) -> Path:
     profile = {"model": "KILL", "kind": "meter", "protocol": "modbus",
                "points": [{"id": f"p{i}", "address": i, "type": "uint16",

@@ -152,3 +152,14 @@ def test_tcp_disconnect_and_reconnect(tcp_pair: tuple) -> Iterator:
 
 def _sleep(seconds: float) -> Deferred:
     return deferLater(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_garbage_answers_count_as_failed_polls(rtu_bus: tuple) -> Iterator:
+    """Frames with a wrong CRC are never taken as values: NT, then IV once offline; the neighbour stays good."""
+    simulator, driver, sink = rtu_bus
+    yield sink.wait_for(lambda: _good(sink, "a.voltage") and _good(sink, "b.voltage"), reactor)
+    yield simulator.fault("a", "garbage")
+    yield sink.wait_for(lambda: sink.get("a.voltage").quality & Quality.IV, reactor, timeout_s=5)
+    assert driver.stats()["devices"]["a"]["offline"]
+    assert _good(sink, "b.voltage")
