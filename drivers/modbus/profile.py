@@ -47,6 +47,25 @@ class ModbusPoint(PointSpec):
             raise ValueError(f"{self.table} points are read-only; writable needs table holding or coil")
         return self
 
+    def value_kind(self) -> Literal["bool", "int", "float", "str"]:
+        """bool, str, int (unscaled integer types) or float."""
+        if self.type in ("bool", "string"):
+            return "bool" if self.type == "bool" else "str"
+        if self.type.startswith("float") or self.scale != 1 or self.offset != 0:
+            return "float"
+        return "int"
+
+    def value_range(self) -> tuple[float, float] | None:
+        """The engineering range the register type can carry (None for floats and strings)."""
+        bits = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32, "int64": 64, "uint64": 64}.get(self.type)
+        if self.type == "bool":
+            return (0.0, 1.0)
+        if bits is None:
+            return None
+        low, high = (0, 2**bits - 1) if self.type.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        ends = sorted((low * self.scale + self.offset, high * self.scale + self.offset))
+        return (ends[0], ends[1])
+
     @property
     def count(self) -> int:
         """Registers (or bits) the point occupies."""

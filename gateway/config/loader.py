@@ -14,6 +14,7 @@ from gateway.config.profile import ProfileSpec
 from gateway.config.site import SiteSpec
 from gateway.config.source import ConfigErrors, ConfigProblem, dotted, line_of, load_yaml
 from gateway.interfaces import Device, DriverPlugin
+from gateway.northbound.mapping import group_problems
 
 SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "device_profiles"
 
@@ -139,6 +140,9 @@ def load_site(path: Path, plugins: Mapping[str, DriverPlugin]) -> Site:
         if device is not None and entry.enabled:
             devices.append(device)
     problems += _site_problems(devices, spec, tree, file, plugins)
+    if not problems:
+        problems += [ConfigProblem(file, line_of(tree, loc), dotted(loc), message)
+                     for loc, message in group_problems(spec.master_groups, devices)]
     if problems:
         raise ConfigErrors(problems)
     return Site(spec, path, devices)

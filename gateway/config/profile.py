@@ -66,6 +66,14 @@ class PointSpec(Strict):
     writable: Limits | None = None
     sim: SimBehaviour | None = None
 
+    def value_kind(self) -> Literal["bool", "int", "float", "str"]:
+        """What the point's values are; drivers that know their encoding narrow this."""
+        return "float"
+
+    def value_range(self) -> tuple[float, float] | None:
+        """The smallest and largest value the point can take, where the encoding bounds it."""
+        return None
+
     @field_validator("writable", mode="before")
     @classmethod
     def _limits_required(cls, value: object) -> object:

@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from gateway.config.iec104 import MasterGroup
 from gateway.config.profile import Strict
 from gateway.config.units import Duration, Size
 
@@ -62,6 +63,7 @@ class SiteSpec(Strict):
     influx: InfluxSpec | None = None
     spool: SpoolSpec = SpoolSpec()
     devices: list[DeviceEntry] = Field(min_length=1)
+    master_groups: list[MasterGroup] = []
 
 
 def slug(text: str) -> str:

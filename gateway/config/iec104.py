@@ -1,0 +1,120 @@
+"""The IEC 60870-5-104 part of a site file: master groups and their point tables.
+
+A master group is one dispatch centre (地调/省调/集控): its own port, allowed master IPs, common
+address, protocol timers, time zone on the wire, and its own table of IOAs. Several groups may
+map the same device point; each sees only its own table.
+"""
+
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
+from gateway.config.profile import Strict
+from gateway.config.units import Duration, Size
+
+IOA_MAX = 0xFFFFFF
+MonitorType = Literal["M_SP_NA_1", "M_SP_TB_1", "M_DP_NA_1", "M_DP_TB_1", "M_ME_NA_1", "M_ME_TD_1",
+                      "M_ME_NB_1", "M_ME_TE_1", "M_ME_NC_1", "M_ME_TF_1", "M_IT_NA_1", "M_IT_TB_1"]
+TIME_TAGGED = frozenset({"M_SP_TB_1", "M_DP_TB_1", "M_ME_TD_1", "M_ME_TE_1", "M_ME_TF_1", "M_IT_TB_1"})
+
+
+class PointMap(Strict):
+    """One device point at one IOA of a master group."""
+
+    point: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*\.[a-z_][a-z0-9_]*$", description="device.point")
+    ioa: int = Field(ge=1, le=IOA_MAX)
+    type: MonitorType
+    deadband: float | None = Field(None, ge=0, description="absolute, engineering units")
+    deadband_percent: float | None = Field(None, gt=0, le=100, description="percent of full_scale")
+    full_scale: float | None = Field(None, gt=0, description="normalized types: value / full_scale")
+    multiplier: float = Field(1.0, description="scaled types: value x multiplier, as int16")
+    gi: bool = True
+
+    @model_validator(mode="after")
+    def _scaling(self) -> "PointMap":
+        if self.deadband is not None and self.deadband_percent is not None:
+            raise ValueError("give deadband or deadband_percent, not both")
+        if self.deadband_percent is not None and self.full_scale is None:
+            raise ValueError("deadband_percent needs full_scale")
+        if self.type in ("M_ME_NA_1", "M_ME_TD_1") and self.full_scale is None:
+            raise ValueError(f"{self.type} (normalized) needs full_scale")
+        return self
+
+    @property
+    def threshold(self) -> float:
+        """The change that triggers a spontaneous transmission (0: any change)."""
+        if self.deadband_percent is not None and self.full_scale is not None:
+            return self.full_scale * self.deadband_percent / 100
+        return self.deadband or 0.0
+
+
+class Timers(Strict):
+    """IEC 104 APCI parameters (104 section 5): standard defaults."""
+
+    k: int = Field(12, ge=1, le=32767)
+    w: int = Field(8, ge=1, le=32767)
+    t0: Duration = 30.0
+    t1: Duration = 15.0
+    t2: Duration = 10.0
+    t3: Duration = 20.0
+
+    @model_validator(mode="after")
+    def _window(self) -> "Timers":
+        if self.w > self.k * 2 / 3:
+            raise ValueError(f"w ({self.w}) should not exceed 2/3 of k ({self.k})")
+        if not self.t2 < self.t1:
+            raise ValueError("t2 must be shorter than t1")
+        return self
+
+
+class EventBufferSpec(Strict):
+    """Changes kept while no master is connected (persistent, bounded)."""
+
+    path: str | None = Field(None, description="default: <spool path>.<group>.events")
+    max_bytes: Size = 256 << 20
+    max_age_s: Duration = 7 * 86400.0
+    send_rate: int = Field(2000, ge=10, le=20000, description="objects per second sent to masters")
+
+
+class ClockSyncSpec(Strict):
+    """What a C_CS_NA_1 from the master does."""
+
+    alarm_offset_s: Duration = 1.0
+    step_os_clock: bool = False
+
+
+class MasterGroup(Strict):
+    """One dispatch centre and what it sees."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    bind: str
+    port: int = Field(2404, ge=0, le=65535)
+    allowed_masters: list[str] = Field(min_length=1, description="master IP addresses")
+    max_connections: int = Field(2, ge=1, le=16)
+    common_address: int = Field(ge=1, le=65534)
+    timers: Timers = Timers()
+    wire_time_zone: str = Field("UTC", description="time zone of CP56Time2a on the wire, e.g. Asia/Shanghai")
+    event_buffer: EventBufferSpec = EventBufferSpec()
+    clock_sync: ClockSyncSpec = ClockSyncSpec()
+    comm_status: dict[str, int] = Field({}, description="device -> IOA of its communication status (M_SP_TB_1)")
+    buffer_overflow_ioa: int | None = Field(None, ge=1, le=IOA_MAX)
+    clock_alarm_ioa: int | None = Field(None, ge=1, le=IOA_MAX)
+    points: list[PointMap] = []
+
+    @field_validator("wire_time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai or UTC)") from None
+        return value
+
+    @field_validator("comm_status")
+    @classmethod
+    def _status_ioas(cls, value: dict[str, int]) -> dict[str, int]:
+        for device, ioa in value.items():
+            if not 1 <= ioa <= IOA_MAX:
+                raise ValueError(f"IOA {ioa} of {device} outside 1..{IOA_MAX}")
+        return value

@@ -1,0 +1,70 @@
+"""Checks of the 104 point tables against the site: IOAs, points, and what each type can carry."""
+
+from typing import Any, Iterable
+
+from gateway.config.iec104 import MasterGroup, PointMap
+from gateway.config.profile import PointSpec
+from gateway.interfaces import Device
+
+Problem = tuple[tuple[Any, ...], str]
+INT16 = (-32768, 32767)
+INT32 = (-(2**31), 2**31 - 1)
+
+
+def carry_problem(mapping: PointMap, spec: PointSpec) -> str | None:
+    """Why the 104 type cannot carry the point's values, or None when it can."""
+    kind, kind_range = spec.value_kind(), spec.value_range()
+    if kind == "str":
+        return f"{mapping.point} is a string: no IEC 104 monitoring type carries text"
+    family = mapping.type[:4]
+    if family == "M_SP" and kind != "bool":
+        return f"{mapping.type} (single point) carries on/off, {mapping.point} is {kind}"
+    if family == "M_DP" and kind not in ("bool", "int"):
+        return f"{mapping.type} (double point) carries states 0-3, {mapping.point} is {kind}"
+    if family == "M_DP" and kind == "int" and kind_range and (kind_range[0] < 0 or kind_range[1] > 3):
+        return f"{mapping.type} carries states 0-3, {mapping.point} ranges {kind_range[0]:g}..{kind_range[1]:g}"
+    if mapping.type in ("M_ME_NB_1", "M_ME_TE_1") and kind_range:
+        low, high = (v * mapping.multiplier for v in kind_range)
+        if min(low, high) < INT16[0] or max(low, high) > INT16[1]:
+            return (f"{mapping.type} (scaled, int16) cannot carry {mapping.point}: "
+                    f"{kind_range[0]:g}..{kind_range[1]:g} x {mapping.multiplier:g} exceeds -32768..32767")
+    if family == "M_IT" and kind == "bool":
+        return f"{mapping.type} (integrated total) carries counters, {mapping.point} is bool"
+    return None
+
+
+def group_problems(groups: list[MasterGroup], devices: Iterable[Device]) -> list[Problem]:
+    """Every problem of every master group, located as (path in the site file, message)."""
+    specs = {f"{d.name}.{p.id}": p for d in devices for p in d.profile.points}
+    device_names = {d.name for d in devices}
+    problems: list[Problem] = []
+    endpoints: dict[tuple[str, int], str] = {}
+    for g, group in enumerate(groups):
+        loc = ("master_groups", g)
+        if group.port and (group.bind, group.port) in endpoints:
+            problems.append((loc + ("port",), f"{group.bind}:{group.port} is also used by group {endpoints[(group.bind, group.port)]!r}"))
+        endpoints.setdefault((group.bind, group.port), group.name)
+        problems += _ioa_problems(group, loc)
+        problems += [(loc + ("comm_status", name), f"no device {name!r} in this site")
+                     for name in group.comm_status if name not in device_names]
+        for i, mapping in enumerate(group.points):
+            spec = specs.get(mapping.point)
+            if spec is None:
+                problems.append((loc + ("points", i, "point"), f"no point {mapping.point!r} in this site"))
+            elif (why := carry_problem(mapping, spec)) is not None:
+                problems.append((loc + ("points", i, "type"), why))
+    return problems
+
+
+def _ioa_problems(group: MasterGroup, loc: tuple) -> list[Problem]:
+    owners: dict[int, str] = {}
+    problems: list[Problem] = []
+    claims = [(loc + ("points", i, "ioa"), m.ioa, m.point) for i, m in enumerate(group.points)]
+    claims += [(loc + ("comm_status", d), ioa, f"comm status of {d}") for d, ioa in group.comm_status.items()]
+    claims += [(loc + (key,), ioa, key) for key, ioa in (("buffer_overflow_ioa", group.buffer_overflow_ioa),
+                                                        ("clock_alarm_ioa", group.clock_alarm_ioa)) if ioa]
+    for where, ioa, what in claims:
+        if ioa in owners:
+            problems.append((where, f"duplicate IOA {ioa} ({what}; already {owners[ioa]})"))
+        owners.setdefault(ioa, what)
+    return problems
