@@ -5,6 +5,7 @@ reported (every problem, ``file:line: path: message``) and not started.
 """
 
 import argparse
+import io
 import logging
 import sys
 from pathlib import Path
@@ -65,6 +66,67 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_points_export(args: argparse.Namespace) -> int:
+    """Write a master group's point table (点表) as CSV, for the dispatch centre to check against."""
+    from gateway.northbound.pointcsv import UnknownGroup, export_rows, write_csv
+    site = load_or_report(args.site)
+    if site is None:
+        return 1
+    try:
+        rows = export_rows(site, args.group)
+    except UnknownGroup as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.out:
+        with open(args.out, "w", encoding="utf-8", newline="") as stream:
+            write_csv(rows, stream)
+        print(f"{args.out}: {len(rows)} row(s) of group {args.group}")
+        return 0
+    stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=True)
+    write_csv(rows, stream)
+    stream.detach()
+    return 0
+
+
+def cmd_points_import(args: argparse.Namespace) -> int:
+    """Replace a group's points in the site file with an edited table; every problem, or nothing, changes."""
+    from gateway.northbound.pointcsv import UnknownGroup, import_csv
+    site = args.site or args.site_option
+    if not site or (args.site and args.site_option and args.site != args.site_option):
+        print("gridgate points import: give the site file once (SITE.yaml or --site SITE.yaml)", file=sys.stderr)
+        return 2
+    try:
+        count = import_csv(Path(args.csv), Path(site), args.group, load_plugins())
+    except ConfigErrors as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s); {site} unchanged", file=sys.stderr)
+        return 1
+    except UnknownGroup as exc:
+        print(f"{exc}; {site} unchanged", file=sys.stderr)
+        return 1
+    print(f"{site}: {count} point(s) of group {args.group} written from {args.csv}")
+    return 0
+
+
+def _add_points_parser(sub: Any) -> None:
+    """``gridgate points export|import``: the point table of one master group as CSV."""
+    points = sub.add_parser("points", help="export or import a master group's point table (点表) as CSV")
+    verbs = points.add_subparsers(dest="points_command", required=True)
+    export = verbs.add_parser("export", help="write the group's point table as CSV (UTF-8 with BOM)")
+    export.add_argument("site")
+    export.add_argument("--group", required=True, help="master group name")
+    export.add_argument("--format", choices=["csv"], default="csv")
+    export.add_argument("--out", default=None, help="file to write (default: stdout)")
+    export.set_defaults(func=cmd_points_export)
+    imp = verbs.add_parser("import", help="replace the group's points in the site file with a CSV table")
+    imp.add_argument("csv")
+    imp.add_argument("site", nargs="?", default=None)
+    imp.add_argument("--site", dest="site_option", default=None, help="the site file (instead of the positional)")
+    imp.add_argument("--group", required=True, help="master group name")
+    imp.set_defaults(func=cmd_points_import)
+
+
 def _react(body: Callable[[Any], Deferred]) -> int:
     """Run ``body(reactor)`` on the reactor until it fires; its result is the exit code."""
     from twisted.internet import reactor
@@ -101,7 +163,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if site is None:
         return 1
     from gateway.runner import run_simulators
-    return _react(lambda reactor: run_simulators(reactor, site, load_plugins()))
+    from gateway.simcontrol import parse_hostport
+    control = parse_hostport(args.control) if args.control else None
+    return _react(lambda reactor: run_simulators(reactor, site, load_plugins(), control))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -124,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
     simulate = sub.add_parser("simulate", help="serve simulated devices for a site file")
     simulate.add_argument("site")
+    simulate.add_argument("--control", metavar="HOST:PORT", default=None,
+                          help="serve the simulator control API (GET /values, POST /set), e.g. 127.0.0.1:8910")
     simulate.set_defaults(func=cmd_simulate)
     demo = sub.add_parser("demo", help="simulated storage site + gateway + live table")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
@@ -137,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="write the JSON Schemas of profiles and site files")
     schema.add_argument("--out", default=".", help="directory to write into")
     schema.set_defaults(func=cmd_schema)
+    _add_points_parser(sub)
     return parser
 
 

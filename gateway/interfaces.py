@@ -12,6 +12,10 @@ reports its own health through quality flags: a device that goes silent keeps it
 with NT, then IV once declared offline. Nothing a device does may block the reactor or slow
 another device.
 
+Every driver also publishes the pseudo-point ``<device>._online`` (``ONLINE_POINT``): True at
+the first good exchange and after recovery, False once the device is declared offline. It is
+the device's communication status (104 comm-status points, dashboards).
+
 A protocol is a ``DriverPlugin`` published under the ``gridgate.drivers`` entry point group; the
 core never imports a concrete driver.
 """
@@ -29,6 +33,7 @@ from gateway.config.profile import ProfileSpec
 from gateway.model import Command, Sample
 
 ENTRY_POINT_GROUP = "gridgate.drivers"
+ONLINE_POINT = "_online"
 
 
 class ISampleSink(Interface):
@@ -69,7 +74,10 @@ class ISimulator(Interface):
         """Fires once every listener is closed."""
 
     def value(device: str, point: str) -> Any:
-        """The engineering value the simulated device currently serves."""
+        """The engineering value the simulated device currently serves; KeyError for a device it does not serve."""
+
+    def set_value(device: str, point: str, value: Any) -> None:
+        """Serve ``value`` now (tests and the control API provoke changes); moving behaviours continue from it."""
 
 
 @dataclass(frozen=True)

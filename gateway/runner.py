@@ -63,9 +63,14 @@ def start_simulators(reactor: Any, site: Site, plugins: dict[str, DriverPlugin])
 
 
 @inlineCallbacks
-def run_simulators(reactor: Any, site: Site, plugins: dict[str, DriverPlugin]) -> Any:
-    """Serve every device of the site until the reactor stops."""
-    yield start_simulators(reactor, site, plugins)
+def run_simulators(reactor: Any, site: Site, plugins: dict[str, DriverPlugin],
+                   control: tuple[str, int] | None = None) -> Any:
+    """Serve every device of the site until the reactor stops; ``control``: (host, port) of the control API."""
+    simulators = yield start_simulators(reactor, site, plugins)
     for device in site.devices:
         log.info("simulating %s (%s) at %s", device.name, device.profile.model, device.connection)
+    if control is not None:
+        from gateway.simcontrol import control_url, start_control
+        listening = start_control(reactor, simulators, site.devices, *control)
+        log.info("simulator control API at %s (GET /values, POST /set)", control_url(listening))
     yield Deferred()

@@ -15,7 +15,9 @@ from twisted.internet.task import LoopingCall
 from gateway.config.loader import Site
 from gateway.influx import InfluxWriter, SeriesKey
 from gateway.lineprotocol import series_prefix
-from gateway.interfaces import DriverPlugin, IDriver, group_by_protocol
+from gateway.config.iec104 import MasterGroup
+from gateway.interfaces import ONLINE_POINT, DriverPlugin, IDriver, group_by_protocol
+from gateway.northbound.outstation import GroupOutstation
 from gateway.model import point_id
 from gateway.points import PointTable
 from gateway.spool import Spool, SpoolError
@@ -30,6 +32,8 @@ def series_of(site: Site, measurement: str) -> SeriesKey:
     """Each point's line-protocol series: the measurement, the device's tags, point and unit."""
     prefixes = {point_id(d.name, p.id): series_prefix(measurement, {**d.tags, "point": p.id, "unit": p.unit})
                 for d in site.devices for p in d.profile.points}
+    prefixes.update({point_id(d.name, ONLINE_POINT): series_prefix(measurement, {**d.tags, "point": ONLINE_POINT})
+                     for d in site.devices})
     return prefixes.__getitem__
 
 
@@ -89,6 +93,21 @@ class WriterService(Service):
         return self.writer.stop()
 
 
+class OutstationService(Service):
+    """Runs the 104 outstation of every master group."""
+
+    def __init__(self, outstations: list[GroupOutstation]) -> None:
+        self.outstations = outstations
+
+    def startService(self) -> Deferred:
+        super().startService()
+        return DeferredList([o.start() for o in self.outstations], fireOnOneErrback=True, consumeErrors=True)
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return DeferredList([o.stop() for o in self.outstations], consumeErrors=True)
+
+
 class DriverService(Service):
     """Starts and stops every driver of the site."""
 
@@ -122,6 +141,10 @@ class Gateway(MultiService):
             token = os.environ.get(spec.influx.token_env)
             self.writer = InfluxWriter(self.spool, spec.influx, token, series_of(site, spec.influx.measurement), reactor)
             WriterService(self.writer).setServiceParent(self)
+        self.outstations = [GroupOutstation(g, self.table, _event_buffer(g, self.spool.path), reactor)
+                            for g in spec.master_groups]
+        if self.outstations:
+            OutstationService(self.outstations).setServiceParent(self)
         self.drivers: list[IDriver] = []
         for protocol, devices in group_by_protocol(site.devices).items():
             self.drivers += plugins[protocol].build(devices, self.table, reactor)
@@ -137,4 +160,10 @@ class Gateway(MultiService):
     def stats(self) -> dict[str, Any]:
         """Spool, writer and driver counters, for status lines and benchmarks."""
         return {"spool": self.spool.stats(), "writer": self.writer.stats() if self.writer else None,
+                "outstations": {o.group.name: o.stats() for o in self.outstations},
                 "drivers": [d.stats() for d in self.drivers], "quality": self.table.count_by_quality()}
+
+
+def _event_buffer(group: MasterGroup, spool_path: str) -> Spool:
+    spec = group.event_buffer
+    return Spool(spec.path or f"{spool_path}.{group.name}.events", spec.max_bytes, spec.max_age_s, "drop_oldest")

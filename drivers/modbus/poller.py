@@ -28,7 +28,7 @@ from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import ReadBlock, function_code, plan_reads, split_block
 from drivers.modbus.profile import ModbusProfile
 from gateway.errors import DeviceError, DeviceException
-from gateway.interfaces import Device, ISampleSink
+from gateway.interfaces import ONLINE_POINT, Device, ISampleSink
 from gateway.model import Quality, Sample, Value, point_id
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ class DevicePoller:
         self._blocks = plan_reads(self.profile)
         self._decoders = {p.id: make_decoder(p, self.profile.order_of(p)) for p in self.profile.points}
         self._ids = {p.id: point_id(device.name, p.id) for p in self.profile.points}
+        self._online_id = point_id(device.name, ONLINE_POINT)
+        self._online: bool | None = None
         self._last: dict[str, Value] = {}
         self._loop = LoopingCall(self._tick)
         self._loop.clock = reactor
@@ -111,6 +113,8 @@ class DevicePoller:
         self.failures = 0
         self.counters["good_polls"] += 1
         self._publish(values)
+        if self._online is not True:
+            self._publish_online(True)
 
     async def _read_all(self) -> dict[str, tuple[Value, Quality]]:
         values: dict[str, tuple[Value, Quality]] = {}
@@ -164,6 +168,7 @@ class DevicePoller:
             log.warning("%s: declared offline after %d failed polls, points IV",
                         self.device.name, self.failures)
             self._publish_stale(Quality.IV | Quality.NT)
+            self._publish_online(False)
         if self.offline:
             interval = self.device.poll_s * 2 ** (self.failures - self.device.offline_after)
             self._next_probe = self._clock() + min(interval, max(PROBE_MAX_S, self.device.poll_s))
@@ -172,6 +177,11 @@ class DevicePoller:
         now = self._clock()
         self._sink.publish([Sample(self._ids[p.id], self._last.get(p.id), quality, now, now)
                             for p in self.profile.points])
+
+    def _publish_online(self, online: bool) -> None:
+        self._online = online
+        now = self._clock()
+        self._sink.publish([Sample(self._online_id, online, Quality.GOOD, now, now)])
 
     def publish_readback(self, point: str, value: Value, quality: Quality) -> None:
         """Publish a value read back after a command, so the table shows it at once."""

@@ -24,8 +24,8 @@ def carry_problem(mapping: PointMap, spec: PointSpec) -> str | None:
     if family == "M_DP" and kind == "int" and kind_range and (kind_range[0] < 0 or kind_range[1] > 3):
         return f"{mapping.type} carries states 0-3, {mapping.point} ranges {kind_range[0]:g}..{kind_range[1]:g}"
     if mapping.type in ("M_ME_NB_1", "M_ME_TE_1") and kind_range:
-        low, high = (v * mapping.multiplier for v in kind_range)
-        if min(low, high) < INT16[0] or max(low, high) > INT16[1]:
+        low, high = sorted(round(v * mapping.multiplier, 9) for v in kind_range)  # 0.1 x 10 is 1, not 1.0000000000000002
+        if low < INT16[0] or high > INT16[1]:
             return (f"{mapping.type} (scaled, int16) cannot carry {mapping.point}: "
                     f"{kind_range[0]:g}..{kind_range[1]:g} x {mapping.multiplier:g} exceeds -32768..32767")
     if family == "M_IT" and kind == "bool":

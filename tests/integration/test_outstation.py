@@ -1,0 +1,267 @@
+"""The IEC 104 outstation of `gridgate run` against a real c104 master, devices simulated on 127.0.0.1."""
+
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import pytest_twisted
+import yaml
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+
+from gateway.config.loader import load_site
+from gateway.demo import free_ports
+from gateway.interfaces import load_plugins
+from gateway.model import Quality, Sample
+from gateway.northbound.wiretime import WireClock
+from gateway.runner import start_simulators
+from gateway.service import Gateway
+from tests.master import TestMaster
+
+pytestmark = pytest.mark.integration
+CA = 7
+
+
+def _profile(points: int) -> dict:
+    return {"model": "OUT", "kind": "other", "protocol": "modbus", "points": [
+        {"id": f"r{i:03d}", "address": i, "type": "uint16", "sim": {"kind": "constant", "value": i}}
+        for i in range(points)]}
+
+
+def _site(folder: Path, devices: int, points: int, groups: list[dict]) -> Path:
+    (folder / "out.yaml").write_text(yaml.safe_dump(_profile(points)))
+    ports = free_ports(devices)
+    site = {"site": "out", "spool": {"path": str(folder / "spool.db")},
+            "devices": [{"name": f"d{n}", "profile": "out", "poll_s": 0.2, "timeout_s": 0.2, "offline_after": 2,
+                         "connection": {"host": "127.0.0.1", "port": port}} for n, port in enumerate(ports)],
+            "master_groups": groups}
+    path = folder / "site.yaml"
+    path.write_text(yaml.safe_dump(site, sort_keys=False))
+    return path
+
+
+def _group(name: str, port: int, points: list[dict], **extra: Any) -> dict:
+    return {"name": name, "bind": "127.0.0.1", "port": port, "allowed_masters": ["127.0.0.1"],
+            "common_address": CA, "points": points, **extra}
+
+
+def _all_points(devices: int, points: int, type_: str = "M_ME_NC_1", base: int = 1) -> list[dict]:
+    return [{"point": f"d{n}.r{i:03d}", "ioa": base + n * points + i, "type": type_}
+            for n in range(devices) for i in range(points)]
+
+
+class Running:
+    """A site's simulators and gateway on the test reactor."""
+
+    def __init__(self, site_path: Path) -> None:
+        self.plugins = load_plugins()
+        self.site = load_site(site_path, self.plugins)
+        self.simulators: list = []
+        self.gateway: Gateway | None = None
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        self.simulators = yield start_simulators(reactor, self.site, self.plugins)
+        yield self.start_gateway()
+
+    @inlineCallbacks
+    def start_gateway(self) -> Any:
+        self.gateway = Gateway(self.site, self.plugins, reactor)
+        yield self.gateway.startService()
+
+    def all_good(self) -> bool:
+        """Every profile point of every device has a good sample."""
+        table = self.gateway.table
+        return all((s := table.get(f"{d.name}.{p.id}")) is not None and s.quality == Quality.GOOD
+                   for d in self.site.devices for p in d.profile.points)
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        if self.gateway is not None and self.gateway.running:
+            yield self.gateway.stopService()
+        for simulator in self.simulators:
+            yield simulator.stop()
+
+
+@pytest.fixture
+def running(tmp_path: Path):
+    """Factory: start a site written by the test; everything is stopped afterwards."""
+    started: list[Running] = []
+
+    def start(site_path: Path) -> Any:
+        run = Running(site_path)
+        started.append(run)
+        return run.start().addCallback(lambda _: run)
+
+    yield start
+    for run in started:
+        pytest_twisted.blockon(run.stop())
+
+
+def _until(predicate, timeout_s: float = 10.0) -> Any:
+    """Poll ``predicate()`` on the reactor every 50 ms until it holds."""
+    @inlineCallbacks
+    def loop() -> Any:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s} s")
+            yield deferLater(reactor, 0.05, lambda: None)
+    return loop()
+
+
+@pytest.fixture
+def master_factory():
+    """Factory of connected test masters; stopped afterwards."""
+    masters: list[TestMaster] = []
+
+    def make(port: int) -> TestMaster:
+        master = TestMaster(port, CA)
+        masters.append(master)
+        return master
+
+    yield make
+    for master in masters:
+        master.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_gi_returns_every_point_with_value_and_quality(tmp_path: Path, running, master_factory) -> Iterator:
+    """GI of 1,000 mapped points (10 devices x 100): every IOA arrives once, right type, value and good quality."""
+    [port] = free_ports(1)
+    status = {f"d{n}": 5001 + n for n in range(10)}
+    run = yield running(_site(tmp_path, 10, 100, [_group("dispatch", port, _all_points(10, 100), comm_status=status)]))
+    yield _until(run.all_good)
+    master = master_factory(port)
+    assert (yield deferToThread(master.connect))
+    assert (yield deferToThread(master.interrogate))
+    yield deferToThread(master.wait_for, lambda m: len(m.received(lambda r: r.cot == "INTERROGATED_BY_STATION")) >= 1010)
+    gi = {r.ioa: r for r in master.received(lambda r: r.cot == "INTERROGATED_BY_STATION")}
+    assert len(gi) == 1010
+    for n in range(10):
+        for i in range(100):
+            got = gi[1 + n * 100 + i]
+            assert (got.type, got.value, got.quality) == ("M_ME_NC_1", float(i), 0), (n, i)
+        assert (gi[5001 + n].type, gi[5001 + n].value) == ("M_SP_TB_1", True)
+
+
+@pytest_twisted.inlineCallbacks
+def test_offline_device_goes_nt_then_iv_and_recovers(tmp_path: Path, running, master_factory) -> Iterator:
+    """A silent device: its points go NT then IV spontaneously, comm status off; good again on recovery."""
+    [port] = free_ports(1)
+    run = yield running(_site(tmp_path, 2, 3, [_group("dispatch", port, _all_points(2, 3, "M_ME_TF_1"),
+                                                      comm_status={"d0": 101, "d1": 102})]))
+    yield _until(run.all_good)
+    master = master_factory(port)
+    assert (yield deferToThread(master.connect))
+    yield run.simulators[0].fault("d0", "silence")
+    spont = lambda ioa: [r.quality for r in master.received(lambda r: r.ioa == ioa and r.cot == "SPONTANEOUS")]
+    iv_nt = int(Quality.IV | Quality.NT)
+    yield deferToThread(master.wait_for, lambda m: iv_nt in spont(1) and False in [r.value for r in m.received(lambda r: r.ioa == 101)])
+    assert spont(1)[:2] == [int(Quality.NT), iv_nt], spont(1)
+    assert all(q == 0 for q in spont(4)), "the other device is untouched"
+    yield run.simulators[0].clear_fault("d0")
+    yield deferToThread(master.wait_for, lambda m: spont(1)[-1] == 0 and m.received(lambda r: r.ioa == 101)[-1].value is True,
+                        timeout_s=15)
+
+
+@pytest_twisted.inlineCallbacks
+def test_burst_of_10000_changes_arrives_complete_and_in_order(tmp_path: Path, running, master_factory) -> Iterator:
+    """10,000 changes published at once all reach the master, in order, each with its own time tag."""
+    [port] = free_ports(1)
+    run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 900, "type": "M_ME_TF_1"}])]))
+    yield _until(run.all_good)
+    master = master_factory(port)
+    assert (yield deferToThread(master.connect))
+    start = time.time() - 100
+    burst = [Sample("d0.r000", float(i), Quality.GOOD, start + i / 100, start + i / 100) for i in range(1, 10_001)]
+    run.gateway.table.publish(burst)
+    values = lambda m: [r.value for r in m.received(lambda r: r.ioa == 900 and r.cot == "SPONTANEOUS")]
+    yield deferToThread(master.wait_for, lambda m: 10_000.0 in values(m), 30)
+    received = master.received(lambda r: r.ioa == 900 and r.cot == "SPONTANEOUS")
+    first = [r.value for r in received].index(1.0)
+    run_of_burst = received[first:first + 10_000]
+    assert [r.value for r in run_of_burst] == [s.value for s in burst]
+    wire = WireClock("UTC")
+    assert [round(wire.from_c104(r.recorded_at) * 1000) for r in run_of_burst] == [round(s.source_time * 1000) for s in burst]
+
+
+def _spontaneous(master: TestMaster, ioa: int) -> list:
+    return master.received(lambda r: r.ioa == ioa and r.cot == "SPONTANEOUS")
+
+
+@pytest_twisted.inlineCallbacks
+def test_master_away_30s_gets_every_buffered_event_in_order(tmp_path: Path, running, master_factory) -> Iterator:
+    """A 30 s master disconnect with changes meanwhile: every buffered event replayed in order with its time tag."""
+    [port] = free_ports(1)
+    run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 900, "type": "M_ME_TF_1"}])]))
+    yield _until(run.all_good)
+    master = master_factory(port)
+    assert (yield deferToThread(master.connect))
+    yield deferToThread(master.stop)
+    away = []
+    for second in range(30):
+        sample = Sample("d0.r000", 1000.0 + second, Quality.GOOD, time.time(), time.time())
+        run.gateway.table.publish([sample])
+        away.append(sample)
+        yield deferLater(reactor, 1.0, lambda: None)
+    again = master_factory(port)
+    assert (yield deferToThread(again.connect))
+    yield deferToThread(again.wait_for, lambda m: 1029.0 in [r.value for r in _spontaneous(m, 900)], 15)
+    replay = [r for r in _spontaneous(again, 900) if r.value >= 1000.0]
+    assert [r.value for r in replay] == [s.value for s in away]
+    wire = WireClock("UTC")
+    assert [round(wire.from_c104(r.recorded_at) * 1000) for r in replay] == [round(s.source_time * 1000) for s in away]
+
+
+@pytest_twisted.inlineCallbacks
+def test_restart_while_master_away_loses_no_buffered_event(tmp_path: Path, running, master_factory) -> Iterator:
+    """Events buffered while no master is connected survive a gateway restart and are sent afterwards."""
+    [port] = free_ports(1)
+    run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 900, "type": "M_ME_TF_1"}])]))
+    yield _until(run.all_good)
+    now = time.time()
+    away = [Sample("d0.r000", 2000.0 + i, Quality.GOOD, now + i / 10, now + i / 10) for i in range(50)]
+    run.gateway.table.publish(away)
+    yield run.gateway.stopService()
+    yield run.start_gateway()
+    master = master_factory(port)
+    assert (yield deferToThread(master.connect))
+    yield deferToThread(master.wait_for, lambda m: 2049.0 in [r.value for r in _spontaneous(m, 900)], 15)
+    assert [r.value for r in _spontaneous(master, 900) if r.value >= 2000.0] == [s.value for s in away]
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_groups_each_see_only_their_own_table(tmp_path: Path, running, master_factory) -> Iterator:
+    """Two master groups on two ports: each GI returns exactly its own IOAs."""
+    port_a, port_b = free_ports(2)
+    run = yield running(_site(tmp_path, 1, 4, [
+        _group("provincial", port_a, [{"point": "d0.r000", "ioa": 16385, "type": "M_ME_NC_1"},
+                                      {"point": "d0.r001", "ioa": 16386, "type": "M_ME_NC_1"}]),
+        _group("regional", port_b, [{"point": "d0.r002", "ioa": 100, "type": "M_ME_NB_1"},
+                                    {"point": "d0.r003", "ioa": 101, "type": "M_ME_NC_1"}])]))
+    yield _until(run.all_good)
+    seen = {}
+    for name, port in (("provincial", port_a), ("regional", port_b)):
+        master = master_factory(port)
+        assert (yield deferToThread(master.connect))
+        assert (yield deferToThread(master.interrogate))
+        yield deferToThread(master.wait_for, lambda m: len(m.received()) >= 2)
+        yield deferLater(reactor, 0.3, lambda: None)
+        seen[name] = {(r.ioa, r.type, r.value) for r in master.received(lambda r: r.cot == "INTERROGATED_BY_STATION")}
+    assert seen["provincial"] == {(16385, "M_ME_NC_1", 0.0), (16386, "M_ME_NC_1", 1.0)}
+    assert seen["regional"] == {(100, "M_ME_NB_1", 2), (101, "M_ME_NC_1", 3.0)}
+
+
+@pytest_twisted.inlineCallbacks
+def test_master_from_a_non_allowed_ip_is_refused(tmp_path: Path, running, master_factory) -> Iterator:
+    """A master whose IP is not in allowed_masters never gets a link; the refusal is counted."""
+    [port] = free_ports(1)
+    run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 1, "type": "M_ME_NC_1"}],
+                                                      allowed_masters=["127.0.0.9"])]))
+    master = master_factory(port)
+    assert not (yield deferToThread(master.connect, 2.0))
+    assert run.gateway.outstations[0].stats()["refused_masters"] >= 1
