@@ -174,6 +174,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _react(lambda reactor: run_demo(reactor, args))
 
 
+def cmd_dispatch_test(args: argparse.Namespace) -> int:
+    """Act as the dispatch master against a group's outstation; check every row; write reports."""
+    site = load_or_report(args.site)
+    if site is None:
+        return 1
+    from gateway.northbound.dispatchtest import main as dispatch_test
+    return dispatch_test(site, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="gridgate", description=__doc__.splitlines()[0])
@@ -199,11 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--influx-org", default="")
     demo.add_argument("--influx-bucket", default="")
     demo.add_argument("--influx-v1-db", default=None, help="InfluxDB 1.x database (v1 /write)")
+    demo.add_argument("--iec104-port", type=int, default=2404, help="port of the demo's 104 outstation")
+    demo.add_argument("--control-port", type=int, default=0, help="simulator control API port (0: any)")
     demo.set_defaults(func=cmd_demo)
     schema = sub.add_parser("schema", help="write the JSON Schemas of profiles and site files")
     schema.add_argument("--out", default=".", help="directory to write into")
     schema.set_defaults(func=cmd_schema)
     _add_points_parser(sub)
+    from gateway.northbound.dispatchtest import add_arguments as dispatch_test_arguments
+    dispatch = sub.add_parser("dispatch-test", help="check a group's 104 outstation as its dispatch master would")
+    dispatch_test_arguments(dispatch)
+    dispatch.set_defaults(func=cmd_dispatch_test)
     return parser
 
 

@@ -19,8 +19,10 @@ from twisted.internet.task import LoopingCall, deferLater
 from gateway.config.loader import load_site
 from gateway.interfaces import load_plugins
 from gateway.livetable import CLEAR, render
+from gateway.northbound.automap import auto_points
 from gateway.ptypair import PtyPair
 from gateway.runner import start_gateway, start_simulators, status_line
+from gateway.simcontrol import start_control
 
 TCP_DEVICES = (("pcs1", "pcs/gridgate-pcs-250"), ("bms1", "bms/gridgate-bms-tcp"),
                ("meter1", "meter/gridgate-meter-3p"))
@@ -71,13 +73,17 @@ def run_demo(reactor: Any, args: argparse.Namespace) -> Any:
     site_dict, sim_dict = demo_site(gateway_side, device_side, args)
     folder = Path(args.spool).resolve().parent
     plugins = load_plugins()
-    site = load_site(_write(site_dict, folder / "gridgate-demo-site.yaml"), plugins)
     sim_site = load_site(_write(sim_dict, folder / "gridgate-demo-simulated.yaml"), plugins)
-    yield start_simulators(reactor, sim_site, plugins)
+    site_dict["master_groups"] = [_master_group(sim_site.devices, args.iec104_port)]
+    site = load_site(_write(site_dict, folder / "gridgate-demo-site.yaml"), plugins)
+    simulators = yield start_simulators(reactor, sim_site, plugins)
+    control = start_control(reactor, simulators, sim_site.devices, "127.0.0.1", args.control_port)
+    reactor.addSystemEventTrigger("before", "shutdown", control.stopListening)
     gateway = start_gateway(reactor, site, plugins)
-    header = _header(site, args)
+    header = _header(site, args, control.getHost().port)
     view = LoopingCall(_draw, header, site, gateway, sys.stdout.isatty())
     view.clock = reactor
+    print("\n".join(header), flush=True)
     view.start(1.0, now=False)
     if args.duration is None:
         yield Deferred()
@@ -88,13 +94,23 @@ def run_demo(reactor: Any, args: argparse.Namespace) -> Any:
     return 0
 
 
-def _header(site: Any, args: argparse.Namespace) -> list[str]:
+def _master_group(devices: Any, port: int) -> dict[str, Any]:
+    points, status = auto_points(devices)
+    return {"name": "demo", "bind": "127.0.0.1", "port": port, "allowed_masters": ["127.0.0.1"],
+            "common_address": 1, "comm_status": status, "points": points}
+
+
+def _header(site: Any, args: argparse.Namespace, control_port: int) -> list[str]:
     lines = [f"gridgate demo: site {site.spec.site}, site file {site.file}"]
     for device in site.devices:
         where = device.connection
         at = f"serial {where.serial} unit {where.unit}" if where.serial else f"tcp {where.host}:{where.port} unit {where.unit}"
         lines.append(f"  {device.name:<7} {device.profile.model:<16} {at}")
     target = f"InfluxDB {args.influx_url}" if args.influx_url else "no InfluxDB (spool only)"
+    group = site.spec.master_groups[0]
+    lines.append(f"  IEC 104 outstation for dispatch masters: 127.0.0.1:{group.port}, common address "
+                 f"{group.common_address}, {len(group.points)} points (gridgate points export {site.file} --group demo)")
+    lines.append(f"  simulator control: http://127.0.0.1:{control_port}/values")
     lines.append(f"  spool {Path(args.spool).resolve()} -> {target}.  Ctrl-C stops.")
     return lines
 

@@ -27,6 +27,17 @@ class Received:
     at: float
 
 
+def plain(value: Any) -> Any:
+    """c104's value wrappers (Int16, NormalizedFloat, Double) as plain Python numbers."""
+    if isinstance(value, c104.Int16):
+        return int(value)
+    if isinstance(value, c104.NormalizedFloat):
+        return float(value)
+    if isinstance(value, c104.Double):
+        return int(value.value)
+    return value
+
+
 class TestMaster:
     """A c104 client connected to one outstation, recording what it receives."""
 
@@ -37,7 +48,10 @@ class TestMaster:
         self._lock = threading.Lock()
         self._received: list[Received] = []
         self._client = c104.Client(tick_rate_ms=50, command_timeout_ms=5000)
-        self.connection = self._client.add_connection(ip=host, port=port, init=c104.Init.NONE)
+        # Init.INTERROGATION: c104 sends STARTDT and a GI itself once the link is up. Init.NONE
+        # plus unmute() hangs muted in some runs, and unmute() on a link the outstation is
+        # refusing crashes c104 2.2.1 (segmentation fault).
+        self.connection = self._client.add_connection(ip=host, port=port, init=c104.Init.INTERROGATION)
         self._client.on_new_point(callable=self._on_new_point)
 
     def _on_new_point(self, client: c104.Client, station: c104.Station, io_address: int, point_type: c104.Type) -> None:
@@ -45,16 +59,15 @@ class TestMaster:
 
     def _on_receive(self, point: c104.Point, previous_info: c104.Information, message: c104.IncomingMessage) -> c104.ResponseState:
         quality = point.quality
-        item = Received(point.io_address, message.type.name, message.cot.name, point.value,
+        item = Received(point.io_address, message.type.name, message.cot.name, plain(point.value),
                         int(quality.value) if quality is not None else 0, point.recorded_at, time.time())
         with self._lock:
             self._received.append(item)
         return c104.ResponseState.NONE
 
     def connect(self, timeout_s: float = 10.0) -> bool:
-        """Open the link and STARTDT; False when the outstation refused or never answered."""
+        """Open the link (STARTDT and a first GI); False when the outstation refused or never answered."""
         self._client.start()
-        self.connection.unmute()
         deadline = time.monotonic() + timeout_s
         while self.connection.state != c104.ConnectionState.OPEN:
             if time.monotonic() > deadline:

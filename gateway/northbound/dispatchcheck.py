@@ -8,7 +8,7 @@ turns observations into verdicts, so every rule can be tested from hand-made dat
   with good quality (no IV, NT, OV), with the value the simulator served while the outstation
   answered, within a tolerance, after the type's encoding;
 * comm-status points are True, alarm points (buffer overflow, clock) are False when sent;
-* latency probes: which points to move, by how much, and which spontaneous ASDU is the answer.
+* latency probes (planned in ``dispatchprobe``) are judged there; their results are kept here.
 
 A value check that could not be made is "not checked", never "passed".
 """
@@ -20,7 +20,6 @@ from enum import Enum
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from gateway.config.iec104 import TIME_TAGGED, MasterGroup, PointMap
-from gateway.config.profile import PointSpec
 
 GI_COT = "INTERROGATED_BY_STATION"
 COUNTER_COT = "REQUESTED_BY_GENERAL_COUNTER"
@@ -162,28 +161,28 @@ def wire_value(type_name: str, mapping: PointMap | None, value: Any) -> Any:
     if not math.isfinite(number):
         return None
     if type_name in ("M_ME_NA_1", "M_ME_TD_1"):
-        return min(max(number / _full_scale(mapping), -1.0), NORMALIZED_MAX)
+        return min(max(number / full_scale(mapping), -1.0), NORMALIZED_MAX)
     if type_name in ("M_ME_NB_1", "M_ME_TE_1"):
-        return min(max(round(number * _multiplier(mapping)), -32768), 32767)
+        return min(max(round(number * multiplier(mapping)), -32768), 32767)
     if family == "M_IT":
         return round(number)
     return number
 
 
-def _full_scale(mapping: PointMap | None) -> float:
+def full_scale(mapping: PointMap | None) -> float:
     return mapping.full_scale if mapping is not None and mapping.full_scale else 1.0
 
 
-def _multiplier(mapping: PointMap | None) -> float:
+def multiplier(mapping: PointMap | None) -> float:
     return mapping.multiplier if mapping is not None else 1.0
 
 
 def wire_scale(type_name: str, mapping: PointMap | None) -> float:
     """How much one engineering unit is on the wire (to express a deadband in wire units)."""
     if type_name in ("M_ME_NA_1", "M_ME_TD_1"):
-        return 1.0 / _full_scale(mapping)
+        return 1.0 / full_scale(mapping)
     if type_name in ("M_ME_NB_1", "M_ME_TE_1"):
-        return abs(_multiplier(mapping))
+        return abs(multiplier(mapping))
     return 1.0
 
 
@@ -276,45 +275,69 @@ def check_row(exp: Expectation, arrivals: Sequence[Arrival], served: list[Any] |
     ``served``: the simulator's values for the point during the interrogation (None: no
     simulator given; empty: the simulator does not serve the point).
     """
-    problems: list[str] = []
-    unchecked: list[str] = []
-    wrong = sorted({a.type for a in arrivals if not exp.type_ok(a.type)})
-    if wrong:
-        problems.append(f"received type {', '.join(wrong)}, table says {exp.type}")
-    good = [a for a in arrivals if a.accepted and exp.type_ok(a.type)]
-    answered = [a for a in good if a.cot == answer_cot(exp.type)]
-    shown = (answered or good or [None])[-1]
-    expected, received, quality = "", "", ""
-    if exp.gi and not answered and not wrong and (exp.required or good):
-        what = "counter interrogation" if exp.type.startswith("M_IT") else "general interrogation"
-        problems.append(f"not sent in the {what}")
-    if shown is None and not problems:
-        unchecked.append("not sent (optional alarm point)" if not exp.required
-                         else "nothing received (gi: false, and no change was sent during the test)")
-    other = [a for a in arrivals if a.accepted and not exp.type_ok(a.type)]
-    if shown is None and other:  # show what came, though it cannot be judged
-        received = show(other[-1].type, other[-1].value)
-        quality = " ".join(sorted(other[-1].quality)) or "good"
+    shown = _judged(exp, arrivals)
+    problems, unchecked = _arrival_problems(exp, arrivals, shown)
+    expected, judge = _expectation(exp, served, unchecked if shown is not None else [])
     if shown is not None:
-        received, quality = show(exp.type, shown.value), " ".join(sorted(shown.quality)) or "good"
-        if shown.quality & BAD_QUALITY:
-            problems.append(f"quality {quality}")
-        expected, why = _value_verdict(exp, shown, served, unchecked)
-        if why:
-            problems.append(why)
-        if tags is not None and exp.type in TIME_TAGGED and (late := tags.ahead(shown)):
-            problems.append(late)
+        problems += _shown_problems(exp, shown, expected, judge, tags)
+    received, quality = _displayed(exp, arrivals, shown)
     return _row_check(exp, problems, unchecked, expected, received, quality,
                       ", ".join(sorted({a.type for a in arrivals})))
 
 
-def _value_verdict(exp: Expectation, shown: Arrival, served: list[Any] | None,
-                   unchecked: list[str]) -> tuple[str, str | None]:
-    """(expected as printed, why the received value is wrong or None)."""
+def _judged(exp: Expectation, arrivals: Sequence[Arrival]) -> Arrival | None:
+    """The object the row is judged on: the last interrogation answer, else the last of the right type."""
+    good = [a for a in arrivals if a.accepted and exp.type_ok(a.type)]
+    answered = [a for a in good if a.cot == answer_cot(exp.type)]
+    return (answered or good or [None])[-1]
+
+
+def _arrival_problems(exp: Expectation, arrivals: Sequence[Arrival],
+                      shown: Arrival | None) -> tuple[list[str], list[str]]:
+    """(problems, things not checked) about what arrived: types, interrogation, nothing at all."""
+    problems: list[str] = []
+    wrong = sorted({a.type for a in arrivals if not exp.type_ok(a.type)})
+    if wrong:
+        problems.append(f"received type {', '.join(wrong)}, table says {exp.type}")
+    answered = shown is not None and shown.cot == answer_cot(exp.type)
+    if exp.gi and not answered and not wrong and (exp.required or shown is not None):
+        what = "counter interrogation" if exp.type.startswith("M_IT") else "general interrogation"
+        problems.append(f"not sent in the {what}")
+    if shown is None and not problems:
+        return [], ["not sent (optional alarm point)" if not exp.required
+                    else "nothing received (gi: false, and no change was sent during the test)"]
+    return problems, []
+
+
+def _shown_problems(exp: Expectation, shown: Arrival, expected: str, judge: Callable[[Any], bool] | None,
+                    tags: TagCheck | None) -> list[str]:
+    """Quality, value and time tag of the judged object."""
+    problems = []
+    if shown.quality & BAD_QUALITY:
+        problems.append(f"quality {' '.join(sorted(shown.quality))}")
+    if judge is not None and not judge(shown.value):
+        source = "expected" if exp.fixed is not None else "simulator served"
+        problems.append(f"value {show(exp.type, shown.value)}, {source} {expected}")
+    if tags is not None and exp.type in TIME_TAGGED and (late := tags.ahead(shown)):
+        problems.append(late)
+    return problems
+
+
+def _displayed(exp: Expectation, arrivals: Sequence[Arrival], shown: Arrival | None) -> tuple[str, str]:
+    """(received value, quality) as the reports print them; a wrong-typed object is shown too."""
+    other = [a for a in arrivals if a.accepted and not exp.type_ok(a.type)]
+    item = shown or (other[-1] if other else None)
+    if item is None:
+        return "", ""
+    return show(item.type, item.value), " ".join(sorted(item.quality)) or "good"
+
+
+def _expectation(exp: Expectation, served: list[Any] | None,
+                 unchecked: list[str]) -> tuple[str, Callable[[Any], bool] | None]:
+    """(expected value as printed, a judge of received values); no judge when it cannot be checked."""
     if exp.fixed is not None:
-        expected = wire_value(exp.type, None, exp.fixed)
-        return show(exp.type, expected), (None if shown.value == expected else
-                                          f"value {show(exp.type, shown.value)}, expected {show(exp.type, expected)}")
+        fixed = wire_value(exp.type, None, exp.fixed)
+        return show(exp.type, fixed), lambda value: value == fixed
     if served is None:
         unchecked.append("value not checked (no --simulator)")
         return "", None
@@ -322,16 +345,13 @@ def _value_verdict(exp: Expectation, shown: Arrival, served: list[Any] | None,
     if not wires:
         unchecked.append("value not checked (the simulator does not serve this point)")
         return "", None
-    if isinstance(wires[0], bool) or exp.type[:4] in ("M_SP", "M_DP"):
+    if exp.type[:4] in ("M_SP", "M_DP"):
         allowed = sorted(set(wires), key=float)
-        expected = " or ".join(show(exp.type, w) for w in allowed)
-        ok = shown.value in allowed
-    else:
-        tol = tolerance(exp, wires)
-        low, high = min(wires), max(wires)
-        expected = (show(exp.type, low) if low == high else f"{show(exp.type, low)}..{show(exp.type, high)}") + f" ±{tol:.3g}"
-        ok = isinstance(shown.value, (int, float)) and low - tol <= float(shown.value) <= high + tol
-    return expected, None if ok else f"value {show(exp.type, shown.value)}, simulator served {expected}"
+        return " or ".join(show(exp.type, w) for w in allowed), lambda value: value in allowed
+    tol, low, high = tolerance(exp, wires), min(wires), max(wires)
+    text = (show(exp.type, low) if low == high else f"{show(exp.type, low)}..{show(exp.type, high)}") + f" ±{tol:.3g}"
+    return text, lambda value: (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                and low - tol <= float(value) <= high + tol)
 
 
 def _row_check(exp: Expectation, problems: list[str], unchecked: list[str], expected: str,
@@ -353,132 +373,3 @@ def unexpected_ioas(rows: Sequence[Expectation], arrivals: Iterable[Arrival]) ->
     more = f" and {len(extra) - 20} more" if len(extra) > 20 else ""
     return Check("link", "no IOAs outside the table", Verdict.FAIL,
                  f"{len(extra)} IOA(s) not in the table: {listed}{more}")
-
-
-# -- latency probes --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ProbePlan:
-    """A point to move, from ``before`` to ``target``, to time its spontaneous transmission."""
-
-    mapping: PointMap
-    sim: str
-    before: float
-    target: float
-
-
-def probe_order(mapping: PointMap, spec: PointSpec) -> int | None:
-    """Preference for probing (lower first); None when the point cannot be probed.
-
-    Constant points keep a set value; moving ones continue from it (a sine around it), so they
-    come after; ``follow`` points slew straight back to their source and are never used.
-    """
-    if not mapping.type.startswith("M_ME") or spec.value_kind() not in ("int", "float"):
-        return None
-    kind = spec.sim.kind if spec.sim is not None else "constant"
-    return {"constant": 0, "integrate": 1, "random_walk": 2, "ramp": 3, "sine": 4}.get(kind)
-
-
-def nudge(mapping: PointMap, spec: PointSpec, current: float, poll_s: float) -> float | None:
-    """A value clearly beyond the deadband from ``current``, inside what the point carries; None if none fits.
-
-    10 x the deadband, plus at least one unit and two steps of the wire's resolution, plus the
-    distance a moving simulation covers in a poll or two, so the answer is unmistakable.
-    """
-    delta = 10 * mapping.threshold + max(1.0, 2 * _wire_step(mapping), 2 * abs(spec.scale))
-    if spec.sim is not None:
-        delta += 4 * abs(spec.sim.amplitude) + 4 * abs(spec.sim.step) * max(1.0, poll_s)
-    low, high = _room(mapping, spec)
-    for target in (current + delta, current - delta):
-        target = round(target) if spec.value_kind() == "int" else target
-        if low <= target <= high:
-            return target
-    return None
-
-
-def _wire_step(mapping: PointMap) -> float:
-    """The engineering size of one step of the wire type (0 for floats)."""
-    if mapping.type in ("M_ME_NA_1", "M_ME_TD_1"):
-        return _full_scale(mapping) / 32768
-    if mapping.type in ("M_ME_NB_1", "M_ME_TE_1"):
-        return 1.0 / abs(_multiplier(mapping) or 1.0)
-    return 0.0
-
-
-def _room(mapping: PointMap, spec: PointSpec) -> tuple[float, float]:
-    """The engineering range a set value must stay in: encoding, simulation bounds, wire type."""
-    low, high = spec.value_range() or (-math.inf, math.inf)
-    if spec.sim is not None:
-        low = max(low, spec.sim.min if spec.sim.min is not None else -math.inf)
-        high = min(high, spec.sim.max if spec.sim.max is not None else math.inf)
-    if mapping.type in ("M_ME_NA_1", "M_ME_TD_1"):
-        span = _full_scale(mapping) * NORMALIZED_MAX
-        low, high = max(low, -span), min(high, span)
-    if mapping.type in ("M_ME_NB_1", "M_ME_TE_1"):
-        span = 32767 / abs(_multiplier(mapping) or 1.0)
-        low, high = max(low, -span), min(high, span)
-    return low, high
-
-
-def plan_probes(group: MasterGroup, specs: Mapping[str, PointSpec], poll_s: Mapping[str, float],
-                values: Mapping[str, Any], limit: int) -> tuple[list[ProbePlan], list[str]]:
-    """Up to ``limit`` points to move (constant ones first), and why others were left out."""
-    candidates, skipped = [], []
-    for mapping in group.points:
-        spec, current = specs.get(mapping.point), values.get(mapping.point)
-        order = probe_order(mapping, spec) if spec is not None else None
-        if order is None or not isinstance(current, (int, float)) or isinstance(current, bool):
-            continue
-        target = nudge(mapping, spec, float(current), poll_s.get(mapping.point.split(".")[0], 1.0))
-        if target is None:
-            skipped.append(f"{mapping.point}: no room to move beyond the deadband")
-            continue
-        kind = spec.sim.kind if spec.sim is not None else "none"
-        candidates.append((order, ProbePlan(mapping, kind, float(current), target)))
-    candidates.sort(key=lambda c: c[0])
-    return [plan for _, plan in candidates[:limit]], skipped
-
-
-def answer_to(plan: ProbePlan, served: float, posted_at: float, arrivals: Iterable[Arrival]) -> Arrival | None:
-    """The first spontaneous object at the probe's IOA after ``posted_at`` carrying the new value.
-
-    "Carrying" means nearer the target than the old value: within half the step, or the tolerance.
-    """
-    mapping = plan.mapping
-    exp = Expectation("", mapping.point, mapping.ioa, mapping.type, mapping=mapping)
-    new, old = wire_value(mapping.type, mapping, served), wire_value(mapping.type, mapping, plan.before)
-    window = max(tolerance(exp, [new]), abs(new - old) / 2)
-    for arrival in arrivals:
-        if (arrival.ioa == mapping.ioa and arrival.cot == SPONTANEOUS_COT and arrival.accepted
-                and arrival.at >= posted_at and isinstance(arrival.value, (int, float))
-                and abs(float(arrival.value) - new) <= window):
-            return arrival
-    return None
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of a non-empty sample."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
-
-
-def latency_summary(probes: Sequence[Probe]) -> dict[str, float] | None:
-    """min/p50/p95/max of the measured latencies (None when nothing was measured)."""
-    measured = [p.latency_s for p in probes if p.latency_s is not None]
-    if not measured:
-        return None
-    return {"min": min(measured), "p50": percentile(measured, 0.5),
-            "p95": percentile(measured, 0.95), "max": max(measured)}
-
-
-def histogram(latencies: Sequence[float], bins: int = 10) -> list[tuple[float, float, int]]:
-    """(from, to, count) bins spanning 0 to the largest latency, rounded up to 0.1 s."""
-    if not latencies:
-        return []
-    top = max(0.1, math.ceil(max(latencies) * 10) / 10)
-    width = top / bins
-    counts = [0] * bins
-    for value in latencies:
-        counts[min(bins - 1, int(value / width))] += 1
-    return [(i * width, (i + 1) * width, n) for i, n in enumerate(counts)]

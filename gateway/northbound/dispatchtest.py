@@ -8,41 +8,31 @@ common address, that nothing outside the table is sent, how fast a provoked chan
 spontaneously, and that clock synchronisation is confirmed. Verdicts are in ``dispatchcheck``,
 reports in ``report``.
 
-How the received type is seen: the client starts with no points, so every IOA is new to it and
-c104 calls ``on_new_point`` with the type that arrived; the point is then created with that
-type. A later object at the IOA with another type is refused by c104 and reported through
-``on_unexpected_message`` (``MISMATCHED_TYPE_ID``) with the message's type: both are recorded.
-
-Synchronous on purpose: it needs no reactor. c104's blocking calls (start, GI, clock sync, stop)
-and urllib run in the calling thread; c104 callbacks, on c104's threads, only copy plain values
-under a lock and wake waiters. This module must not use ``from __future__ import annotations``:
-c104 checks callback annotations as real objects.
+Synchronous on purpose: it needs no reactor. The master (``recordingmaster``) and urllib block
+the calling thread; c104's own threads only record what arrives.
 """
 
 import argparse
 import datetime
 import json
-import socket
-import threading
+import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from zoneinfo import ZoneInfo
 
-import c104
-
-from gateway.config.iec104 import MasterGroup
+from gateway.config.iec104 import TIME_TAGGED, MasterGroup
 from gateway.config.loader import Site
-from gateway.northbound.dispatchcheck import (VALUE_SLACK_S, Arrival, Check, DispatchResult, Expectation, Probe,
-                                              ProbePlan, TagCheck, ValueHistory, Verdict, answer_to, check_row,
-                                              expectations, latency_summary, plan_probes, unexpected_ioas)
+from gateway.northbound.dispatchcheck import (GI_COT, VALUE_SLACK_S, Arrival, Check, DispatchResult, Expectation, Probe,
+                                              TagCheck, ValueHistory, Verdict, check_row, expectations,
+                                              unexpected_ioas)
+from gateway.northbound.dispatchprobe import ProbePlan, answer_to, latency_summary, plan_probes
+from gateway.northbound.recordingmaster import RecordingMaster
 from gateway.northbound.report import summary_text, write_html, write_junit
 
-QUALITY_FLAGS = {"Invalid": "IV", "NonTopical": "NT", "Substituted": "SB", "Blocked": "BL",
-                 "Overflow": "OV", "ElapsedTimeInvalid": "EI"}
-COUNTER_FLAGS = {"Invalid": "IV", "Adjusted": "CA", "Carry": "CY"}
 SAMPLE_EVERY_S = 0.2
 MAX_PREROLL_S = 15.0
 
@@ -92,145 +82,6 @@ class SimulatorControl:
             raise ControlError(f"{request.full_url}: {exc}") from None
 
 
-def _flags(quality: Any) -> frozenset[str]:
-    """c104 quality flags as their 104 abbreviations."""
-    if quality is None:
-        return frozenset()
-    names = COUNTER_FLAGS if isinstance(quality, c104.BinaryCounterQuality) else QUALITY_FLAGS
-    members = type(quality).__members__
-    return frozenset(short for name, short in names.items()
-                     if name in members and quality.value & members[name].value)
-
-
-def _plain(value: Any) -> Any:
-    """A c104 value as a Python bool/int/float (Double as its state number 0-3)."""
-    if isinstance(value, (bool, int, float)) or value is None:
-        return value
-    if isinstance(value, c104.Double):
-        return int(value.value)
-    if isinstance(value, c104.NormalizedFloat):
-        return float(value)
-    return int(value) if hasattr(value, "__int__") else str(value)
-
-
-class MasterSession:
-    """A c104 client on one connection, recording every information object it receives."""
-
-    def __init__(self, host: str, port: int, common_address: int, timeout_s: float) -> None:
-        self.host, self.port, self.common_address = socket.gethostbyname(host), port, common_address
-        self._timeout_s = timeout_s
-        self._changed = threading.Condition(threading.RLock())
-        self._arrivals: list[Arrival] = []
-        self._commands: list[tuple[str, str, bool, float]] = []  # type, cot, negative, at
-        self.foreign_cas: set[int] = set()
-        self.unexpected: dict[tuple[str, str, str], set[int]] = {}  # (cause, type, cot) -> IOAs
-        self._client = c104.Client(tick_rate_ms=50, command_timeout_ms=int(timeout_s * 1000))
-        self._client.on_new_point(callable=self._on_new_point)
-        self._client.on_new_station(callable=self._on_new_station)
-        self.connection = self._client.add_connection(ip=self.host, port=port, init=c104.Init.NONE)
-        self.connection.add_station(common_address=common_address)
-        self.connection.on_unexpected_message(callable=self._on_unexpected)
-        self.connection.on_receive_raw(callable=self._on_raw)
-
-    # -- c104 threads: copy plain values, wake waiters ------------------------------------------
-
-    def _on_new_point(self, client: c104.Client, station: c104.Station, io_address: int, point_type: c104.Type) -> None:
-        point = station.add_point(io_address=io_address, type=point_type)
-        if point is not None:
-            point.on_receive(callable=self._on_receive)
-
-    def _on_new_station(self, client: c104.Client, connection: c104.Connection, common_address: int) -> None:
-        with self._changed:
-            self.foreign_cas.add(common_address)
-
-    def _on_receive(self, point: c104.Point, previous_info: c104.Information, message: c104.IncomingMessage) -> c104.ResponseState:
-        info = point.info
-        self._record(Arrival(point.io_address, message.type.name, message.cot.name, _plain(info.value),
-                             _flags(info.quality), info.recorded_at, time.time()))
-        return c104.ResponseState.NONE
-
-    def _on_unexpected(self, connection: c104.Connection, message: c104.IncomingMessage, cause: c104.Umc) -> None:
-        with self._changed:
-            key = (cause.name, message.type.name, message.cot.name)
-            self.unexpected.setdefault(key, set()).add(message.io_address)
-        if cause == c104.Umc.MISMATCHED_TYPE_ID:
-            self._record(Arrival(message.io_address, message.type.name, message.cot.name, None, frozenset(),
-                                 None, time.time(), accepted=False))
-
-    def _on_raw(self, connection: c104.Connection, data: bytes) -> None:
-        frame = c104.explain_bytes_dict(apdu=data)
-        kind = frame.get("type")
-        if isinstance(kind, c104.Type) and kind.name in ("C_IC_NA_1", "C_CI_NA_1", "C_CS_NA_1"):
-            with self._changed:
-                self._commands.append((kind.name, frame["cot"].name, bool(frame.get("negative")), time.time()))
-                self._changed.notify_all()
-
-    def _record(self, arrival: Arrival) -> None:
-        with self._changed:
-            self._arrivals.append(arrival)
-            self._changed.notify_all()
-
-    # -- the calling thread -------------------------------------------------------------------
-
-    def arrivals(self) -> list[Arrival]:
-        """Everything received so far, oldest first."""
-        with self._changed:
-            return list(self._arrivals)
-
-    def wait_for(self, condition: Callable[[], bool], timeout_s: float) -> bool:
-        """Block until ``condition()`` holds (checked at each arrival) or the time is up."""
-        with self._changed:
-            return self._changed.wait_for(condition, timeout_s)
-
-    def connect(self) -> Optional[float]:
-        """Open the link and STARTDT; seconds it took, or None when it did not open in time."""
-        started = time.monotonic()
-        self._client.start()
-        deadline = started + self._timeout_s
-        while self.connection.state != c104.ConnectionState.OPEN:
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.01)
-        return time.monotonic() - started
-
-    def command(self, name: str, send: Callable[[], bool], terminated: bool = True) -> Optional[str]:
-        """Send a command; None when confirmed positively (and terminated), else what went wrong."""
-        started = time.time()
-        answered = send()
-        seen = lambda cot: [c for c in self._commands if c[0] == name and c[1] == cot and c[3] >= started]
-        if terminated:
-            self.wait_for(lambda: bool(seen("ACTIVATION_TERMINATION")), self._timeout_s if answered else 0.0)
-        with self._changed:
-            confirmations, terminations = seen("ACTIVATION_CON"), seen("ACTIVATION_TERMINATION")
-        if any(c[2] for c in confirmations):
-            return f"negative confirmation of {name}"
-        if not confirmations:
-            return f"no confirmation of {name} within {self._timeout_s:g} s"
-        if terminated and not terminations:
-            return f"{name} confirmed but not terminated (ACT_TERM) within {self._timeout_s:g} s"
-        return None
-
-    def interrogate(self) -> Optional[str]:
-        """Station general interrogation; None once confirmed and terminated."""
-        return self.command("C_IC_NA_1", lambda: self.connection.interrogation(
-            common_address=self.common_address, cause=c104.Cot.ACTIVATION, qualifier=c104.Qoi.STATION))
-
-    def counter_interrogate(self) -> Optional[str]:
-        """General counter interrogation (read); None once confirmed and terminated."""
-        return self.command("C_CI_NA_1", lambda: self.connection.counter_interrogation(
-            common_address=self.common_address, cause=c104.Cot.ACTIVATION, qualifier=c104.Rqt.GENERAL,
-            freeze=c104.Frz.READ))
-
-    def clock_sync(self) -> Optional[str]:
-        """C_CS_NA_1 with this machine's clock; None on a positive confirmation."""
-        return self.command("C_CS_NA_1", lambda: self.connection.clock_sync(common_address=self.common_address),
-                            terminated=False)
-
-    def close(self) -> None:
-        """Close the link and stop c104's threads."""
-        self._client.stop()
-
-
 def tag_check(zone: str, tolerance_s: float) -> Optional[TagCheck]:
     """Time-tag checks through ``WireClock`` of the wire time zone, or None if it is not available."""
     try:
@@ -261,7 +112,11 @@ class DispatchTest:
     def run(self) -> DispatchResult:
         """Every check, in the order a commissioning engineer would make them."""
         self._sample_values()
-        session = MasterSession(*self.options.target, self.group.common_address, self.options.timeout_s)
+        try:
+            session = RecordingMaster(*self.options.target, self.group.common_address, self.options.timeout_s)
+        except OSError as exc:  # the host name does not resolve
+            self._no_connection(f"cannot reach {self.result.target}: {exc}")
+            return self.result
         try:
             if self._connect(session):
                 self._preroll()
@@ -288,19 +143,21 @@ class DispatchTest:
                 self._link("simulator control API", f"simulator control API unreachable: {exc}")
             self.control = None
 
-    def _connect(self, session: MasterSession) -> bool:
+    def _connect(self, session: RecordingMaster) -> bool:
         opened = session.connect()
-        target = self.result.target
         if opened is None:
-            self._link("connect", f"no connection to {target} within {self.options.timeout_s:g} s "
-                                  f"(last state {session.connection.state.name})")
-            for row in self.rows:
-                self.result.checks.append(Check(row.suite, row.point, Verdict.UNCHECKED,
-                                                f"{row.point} at IOA {row.ioa}: not checked, no connection",
-                                                row.ioa, row.type))
+            self._no_connection(f"no connection to {self.result.target} within {self.options.timeout_s:g} s "
+                                f"(last state {session.connection.state.name})")
             return False
         self._link("connect", None, opened)
         return True
+
+    def _no_connection(self, why: str) -> None:
+        self._link("connect", why)
+        for row in self.rows:
+            self.result.checks.append(Check(row.suite, row.point, Verdict.UNCHECKED,
+                                            f"{row.point} at IOA {row.ioa}: no connection",
+                                            row.ioa, row.type))
 
     def _preroll(self) -> None:
         """Read the simulator long enough that values a poll period old are known at GI time."""
@@ -312,7 +169,7 @@ class DispatchTest:
             time.sleep(SAMPLE_EVERY_S)
             self._sample_values()
 
-    def _interrogate(self, session: MasterSession) -> tuple[float, float]:
+    def _interrogate(self, session: RecordingMaster) -> tuple[float, float]:
         started = time.time()
         self._link("general interrogation", session.interrogate(), time.time() - started)
         if any(row.type.startswith("M_IT") for row in self.rows):
@@ -320,7 +177,7 @@ class DispatchTest:
             self._link("counter interrogation", session.counter_interrogate(), time.time() - begun)
         return started, time.time()
 
-    def _check_rows(self, session: MasterSession, window: tuple[float, float]) -> None:
+    def _check_rows(self, session: RecordingMaster, window: tuple[float, float]) -> None:
         arrivals = session.arrivals()
         by_ioa: dict[int, list[Arrival]] = {}
         for arrival in arrivals:
@@ -332,7 +189,7 @@ class DispatchTest:
         foreign = sorted(session.foreign_cas)
         self._link("common address", f"ASDUs with common address {', '.join(map(str, foreign))}, "
                                      f"expected {self.group.common_address}" if foreign else None)
-        self._notes(session)
+        self._notes(session, arrivals)
 
     def _served(self, row: Expectation, window: tuple[float, float]) -> Optional[list[Any]]:
         if self.control is None or row.mapping is None:
@@ -340,27 +197,30 @@ class DispatchTest:
         start, end = window
         return self.history.during(row.point, start - self._lag.get(row.suite, 1.0), end + VALUE_SLACK_S)
 
-    def _notes(self, session: MasterSession) -> None:
+    def _notes(self, session: RecordingMaster, arrivals: list[Arrival]) -> None:
+        """Findings that do not fail the run but that a dispatch centre may object to."""
+        tagged = sorted({(a.type, a.ioa) for a in arrivals if a.type in TIME_TAGGED and a.cot == GI_COT})
+        for type_name in sorted({t for t, _ in tagged}):
+            ioas = _listed(i for t, i in tagged if t == type_name)
+            self.result.notes.append(f"{type_name} (time-tagged) answers the GI at IOA {ioas}: strict masters "
+                                     "expect untagged types in interrogation answers")
         for (cause, type_name, cot), ioas in sorted(session.unexpected.items()):
-            listed = ", ".join(str(i) for i in sorted(ioas)[:10]) + (" ..." if len(ioas) > 10 else "")
-            if cause == "INVALID_COT" and cot == "INTERROGATED_BY_STATION":
-                self.result.notes.append(f"{type_name} (time-tagged) answered the GI at IOA {listed}: strict "
-                                         "masters expect untagged types in interrogation answers")
-            elif cause != "MISMATCHED_TYPE_ID":
-                self.result.notes.append(f"c104 flagged {type_name} with cause {cot} at IOA {listed}: {cause}")
+            reported = cause == "MISMATCHED_TYPE_ID" or (cause == "INVALID_COT" and cot == GI_COT)  # rows, note above
+            if not reported:
+                self.result.notes.append(f"c104 flagged {type_name} with cause {cot} at IOA {_listed(ioas)}: {cause}")
         if self.tags is None:
             self.result.notes.append("time tags not checked (gateway.northbound.wiretime is not available)")
 
-    def _probe_latency(self, session: MasterSession) -> None:
+    def _probe_latency(self, session: RecordingMaster) -> None:
         if self.control is None:
-            self._link("spontaneous latency", "not checked (no --simulator)", unchecked=True)
+            self._link("spontaneous latency", "no --simulator to provoke changes", unchecked=True)
             return
         specs = {f"{d.name}.{p.id}": p for d in self.site.devices for p in d.profile.points}
         polls = {d.name: d.poll_s for d in self.site.devices}
         plans, skipped = plan_probes(self.group, specs, polls, self.history.latest(), self.options.latency_points)
         self.result.notes += skipped
         if not plans:
-            self._link("spontaneous latency", "not checked (no numeric point to move)", unchecked=True)
+            self._link("spontaneous latency", "no measured point (M_ME_*) the simulator can move", unchecked=True)
             return
         posted = self._post(plans)
         session.wait_for(lambda: all(answer_to(p, s, t, session.arrivals()) for p, s, t in posted if s is not None),
@@ -392,10 +252,12 @@ class DispatchTest:
             return Probe(**base, latency_s=None, verdict=Verdict.FAIL,
                          message=f"no spontaneous {mapping.type} with the new value within {self.options.timeout_s:g} s")
         latency = answer.at - at
-        problem = self.tags.outside(answer, at, answer.at) if self.tags and answer.recorded_at else None
-        if latency > self.options.max_latency_s:
-            problem = f"{latency:.2f} s, above --max-latency {self.options.max_latency_s:g} s"
-        return Probe(**base, latency_s=latency, verdict=Verdict.FAIL if problem else Verdict.PASS, message=problem or "")
+        problems = [f"{latency:.2f} s, above --max-latency {self.options.max_latency_s:g} s"
+                    ] if latency > self.options.max_latency_s else []
+        if self.tags is not None and (off := self.tags.outside(answer, at, answer.at)):
+            problems.append(off)
+        return Probe(**base, latency_s=latency, verdict=Verdict.FAIL if problems else Verdict.PASS,
+                     message="; ".join(problems))
 
     def _restore(self, plans: list[ProbePlan]) -> None:
         """Put the moved points back (best effort: the test should leave the site as it found it)."""
@@ -415,18 +277,41 @@ class DispatchTest:
         self.result.checks.append(Check("link", "spontaneous latency", Verdict.FAIL if failed else Verdict.PASS,
                                         text, seconds=stats["max"] if stats else 0.0))
 
-    def _clock_sync(self, session: MasterSession) -> None:
+    def _clock_sync(self, session: RecordingMaster) -> None:
+        """C_CS_NA_1, unless the wire zone is not UTC now: c104 2.2.1 can only send this machine's
+        clock as UTC fields, which such an outstation would read hours off (raising its clock
+        alarm, or stepping its OS clock if configured to)."""
+        zone = self.group.wire_time_zone
+        offset = ZoneInfo(zone).utcoffset(datetime.datetime.now())
+        if offset:
+            self._link("clock synchronisation", f"not sent: the wire time zone {zone} is UTC{_hours(offset)} now and "
+                       "c104 2.2.1 sends this machine's clock as UTC; the outstation would read it "
+                       f"{_hours(offset)} h off", unchecked=True)
+            return
         started = time.time()
         self._link("clock synchronisation", session.clock_sync(), time.time() - started)
 
 
+def _listed(ioas: Any, most: int = 12) -> str:
+    ordered = sorted(ioas)
+    return ", ".join(map(str, ordered[:most])) + (f" and {len(ordered) - most} more" if len(ordered) > most else "")
+
+
+def _hours(offset: datetime.timedelta) -> str:
+    return f"{offset.total_seconds() / 3600:+g}"
+
+
+class UnknownGroup(Exception):
+    """The site has no master group of that name."""
+
+
 def find_group(site: Site, name: str) -> MasterGroup:
-    """The master group called ``name``; KeyError naming the groups there are."""
+    """The master group called ``name``; UnknownGroup naming the groups there are."""
     for group in site.spec.master_groups:
         if group.name == name:
             return group
     known = ", ".join(g.name for g in site.spec.master_groups) or "none"
-    raise KeyError(f"no master group {name!r} in {site.file} (groups: {known})")
+    raise UnknownGroup(f"no master group {name!r} in {site.file} (groups: {known})")
 
 
 def run_dispatch_test(site: Site, options: Options) -> DispatchResult:
@@ -435,15 +320,19 @@ def run_dispatch_test(site: Site, options: Options) -> DispatchResult:
 
 
 def main(site: Site, args: argparse.Namespace) -> int:
-    """The ``gridgate dispatch-test`` command: run, write the reports, print a summary; 0 only when all passed."""
+    """The ``gridgate dispatch-test`` command: run, write the reports, print a summary.
+
+    Exit code 0 when no check failed, 1 when one did, 2 for a usage error (group, target).
+    """
     from gateway.simcontrol import parse_hostport  # pylint: disable=import-outside-toplevel
-    options = Options(args.group, parse_hostport(args.target), args.simulator, args.timeout,
-                      args.latency_points, args.max_latency, args.time_tolerance)
     try:
-        result = run_dispatch_test(site, options)
-    except KeyError as exc:
-        print(exc.args[0])
+        options = Options(args.group, parse_hostport(args.target), args.simulator, args.timeout,
+                          args.latency_points, args.max_latency, args.time_tolerance)
+        group = find_group(site, options.group)
+    except (ValueError, UnknownGroup) as exc:
+        print(f"gridgate dispatch-test: {exc}", file=sys.stderr)
         return 2
+    result = DispatchTest(site, group, options).run()
     if args.junit:
         write_junit(result, Path(args.junit))
     if args.html:

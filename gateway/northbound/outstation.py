@@ -30,7 +30,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 
-from gateway.config.iec104 import MasterGroup, PointMap
+from gateway.config.iec104 import TIME_TAGGED, MasterGroup, PointMap
 from gateway.interfaces import ONLINE_POINT
 from gateway.model import Quality, Sample, point_id
 from gateway.northbound.information import information
@@ -67,6 +67,7 @@ class GroupOutstation:
         self._unsubscribe: Callable[[], None] | None = None
         self._was_active = False
         self._initialised = False
+        self._bad_clock: set[int] = set()
         self.counters = {"events": 0, "sent": 0, "refused_masters": 0, "clock_syncs": 0}
 
     @inlineCallbacks
@@ -177,7 +178,19 @@ class GroupOutstation:
             self.counters["events"] += len(accepted)
 
     def _info(self, mapping: PointMap, value: Any, quality: int, ts: float) -> c104.Information:
-        return information(mapping, value, quality, self._wire.to_c104(ts))
+        return information(mapping, value, quality, self._time_tag(mapping, ts) if mapping.type in TIME_TAGGED else None)
+
+    def _time_tag(self, mapping: PointMap, ts: float) -> datetime.datetime:
+        """The CP56Time2a of ``ts``; a source time the wire cannot carry (a device clock in 1970) is
+        replaced by the gateway's clock, logged once per IOA."""
+        try:
+            return self._wire.to_c104(ts)
+        except ValueError as exc:
+            if mapping.ioa not in self._bad_clock:
+                self._bad_clock.add(mapping.ioa)
+                log.warning("104 group %s: IOA %d (%s): %s; sending the gateway's time instead",
+                            self.group.name, mapping.ioa, mapping.point, exc)
+            return self._wire.to_c104(self._clock())
 
     def _send(self) -> None:
         server = self._server

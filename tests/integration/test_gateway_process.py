@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_demo_runs_and_shows_every_point_good(tmp_path: Path) -> None:
     """`gridgate demo --duration N` polls the TCP devices and the RTU string, prints the table, exits 0."""
     result = subprocess.run([sys.executable, "-m", "gateway", "demo", "--duration", "6",
-                             "--spool", str(tmp_path / "spool.db")],
+                             "--spool", str(tmp_path / "spool.db"), "--iec104-port", str(free_ports(1)[0])],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["pcs1"], ["bms1"], ["meter1"], ["bms2"])]
@@ -34,7 +34,8 @@ def test_demo_runs_and_shows_every_point_good(tmp_path: Path) -> None:
 def test_demo_forwards_to_influxdb(tmp_path: Path, victoria_metrics: tsdb.TsdbProcess) -> None:
     """`gridgate demo --influx-url ...` forwards every device's points, tagged with site, device and model."""
     result = subprocess.run([sys.executable, "-m", "gateway", "demo", "--duration", "5", "--spool",
-                             str(tmp_path / "spool.db"), "--influx-url", victoria_metrics.url,
+                             str(tmp_path / "spool.db"), "--iec104-port", str(free_ports(1)[0]),
+                             "--influx-url", victoria_metrics.url,
                              "--influx-bucket", "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     devices = {"pcs1": "GG-PCS-250", "bms1": "GG-BMS-C215", "meter1": "GG-EM-3P", "bms2": "GG-BMS-S48"}

@@ -1,0 +1,179 @@
+"""A c104 dispatch master that records everything it receives, for ``gridgate dispatch-test``.
+
+How the received type is seen: the client starts with no points, so every IOA is new to it and
+c104 calls ``on_new_point`` with the type that arrived; the point is then created with that
+type. A later object at the IOA with another type is refused by c104 and reported through
+``on_unexpected_message`` (``MISMATCHED_TYPE_ID``) with the message's type: both are recorded.
+Command confirmations (GI, counter interrogation, clock sync) are read from the raw frames
+(``on_receive_raw`` + ``c104.explain_bytes_dict``), since c104's calls return only a bool.
+
+c104 callbacks run on c104's threads: they copy plain values under a lock and wake waiters. The
+blocking calls (start, GI, clock sync, stop) run in the calling thread.
+This module must not use ``from __future__ import annotations``: c104 checks callback
+annotations as real objects.
+"""
+
+import socket
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import c104
+
+from gateway.northbound.dispatchcheck import Arrival
+
+QUALITY_FLAGS = {"Invalid": "IV", "NonTopical": "NT", "Substituted": "SB", "Blocked": "BL",
+                 "Overflow": "OV", "ElapsedTimeInvalid": "EI"}
+COUNTER_FLAGS = {"Invalid": "IV", "Adjusted": "CA", "Carry": "CY"}
+
+
+def _flags(quality: Any) -> frozenset[str]:
+    """c104 quality flags as their 104 abbreviations."""
+    if quality is None:
+        return frozenset()
+    names = COUNTER_FLAGS if isinstance(quality, c104.BinaryCounterQuality) else QUALITY_FLAGS
+    members = type(quality).__members__
+    return frozenset(short for name, short in names.items()
+                     if name in members and quality.value & members[name].value)
+
+
+def _plain(value: Any) -> Any:
+    """A c104 value as a Python bool/int/float (Double as its state number 0-3)."""
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    if isinstance(value, c104.Double):
+        return int(value.value)
+    if isinstance(value, c104.NormalizedFloat):
+        return float(value)
+    return int(value) if hasattr(value, "__int__") else str(value)
+
+
+class RecordingMaster:
+    """A c104 client on one connection, recording every information object it receives."""
+
+    def __init__(self, host: str, port: int, common_address: int, timeout_s: float) -> None:
+        self.host, self.port, self.common_address = socket.gethostbyname(host), port, common_address
+        self._timeout_s = timeout_s
+        self._changed = threading.Condition(threading.RLock())
+        self._arrivals: list[Arrival] = []
+        self._commands: list[tuple[str, str, bool, float]] = []  # type, cot, negative, at
+        self.foreign_cas: set[int] = set()
+        self.unexpected: dict[tuple[str, str, str], set[int]] = {}  # (cause, type, cot) -> IOAs
+        self._client = c104.Client(tick_rate_ms=50, command_timeout_ms=int(timeout_s * 1000))
+        self._client.on_new_point(callable=self._on_new_point)
+        self._client.on_new_station(callable=self._on_new_station)
+        self.connection = self._client.add_connection(ip=self.host, port=port, init=c104.Init.NONE)
+        self.connection.add_station(common_address=common_address)
+        self.connection.on_unexpected_message(callable=self._on_unexpected)
+        self.connection.on_receive_raw(callable=self._on_raw)
+
+    # -- c104 threads: copy plain values, wake waiters ------------------------------------------
+
+    def _on_new_point(self, client: c104.Client, station: c104.Station, io_address: int, point_type: c104.Type) -> None:
+        point = station.add_point(io_address=io_address, type=point_type)
+        if point is not None:
+            point.on_receive(callable=self._on_receive)
+
+    def _on_new_station(self, client: c104.Client, connection: c104.Connection, common_address: int) -> None:
+        with self._changed:
+            self.foreign_cas.add(common_address)
+
+    def _on_receive(self, point: c104.Point, previous_info: c104.Information, message: c104.IncomingMessage) -> c104.ResponseState:
+        info = point.info
+        self._record(Arrival(point.io_address, message.type.name, message.cot.name, _plain(info.value),
+                             _flags(info.quality), info.recorded_at, time.time()))
+        return c104.ResponseState.NONE
+
+    def _on_unexpected(self, connection: c104.Connection, message: c104.IncomingMessage, cause: c104.Umc) -> None:
+        with self._changed:
+            key = (cause.name, message.type.name, message.cot.name)
+            self.unexpected.setdefault(key, set()).add(message.io_address)
+        if cause == c104.Umc.MISMATCHED_TYPE_ID:
+            self._record(Arrival(message.io_address, message.type.name, message.cot.name, None, frozenset(),
+                                 None, time.time(), accepted=False))
+
+    def _on_raw(self, connection: c104.Connection, data: bytes) -> None:
+        frame = c104.explain_bytes_dict(apdu=data)
+        kind = frame.get("type")
+        if isinstance(kind, c104.Type) and kind.name in ("C_IC_NA_1", "C_CI_NA_1", "C_CS_NA_1"):
+            with self._changed:
+                self._commands.append((kind.name, frame["cot"].name, bool(frame.get("negative")), time.time()))
+                self._changed.notify_all()
+
+    def _record(self, arrival: Arrival) -> None:
+        with self._changed:
+            self._arrivals.append(arrival)
+            self._changed.notify_all()
+
+    # -- the calling thread -------------------------------------------------------------------
+
+    def arrivals(self) -> list[Arrival]:
+        """Everything received so far, oldest first."""
+        with self._changed:
+            return list(self._arrivals)
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        """Block until ``condition()`` holds (checked at each arrival) or the time is up."""
+        with self._changed:
+            return self._changed.wait_for(condition, timeout_s)
+
+    def connect(self) -> Optional[float]:
+        """Open the link and STARTDT; seconds it took, or None when it did not open in time."""
+        started = time.monotonic()
+        self._client.start()
+        deadline = started + self._timeout_s
+        while self.connection.state != c104.ConnectionState.OPEN:
+            if time.monotonic() > deadline:
+                return None
+            if self.connection.state == c104.ConnectionState.OPEN_MUTED:
+                self.connection.unmute()  # Init.NONE sometimes stays muted: send STARTDT ourselves
+            time.sleep(0.01)
+        return time.monotonic() - started
+
+    def command(self, name: str, send: Callable[[], bool], terminated: bool = True) -> Optional[str]:
+        """Send a command; None when confirmed positively (and terminated), else what went wrong."""
+        started = time.time()
+        answered = send()
+
+        def seen(cot: Optional[str] = None) -> list[tuple[str, str, bool, float]]:
+            return [c for c in self._commands if c[0] == name and c[3] >= started and cot in (None, c[1])]
+
+        def settled() -> bool:
+            if any(c[2] for c in seen()):
+                return True
+            return bool(seen("ACTIVATION_CON")) and (not terminated or bool(seen("ACTIVATION_TERMINATION")))
+        # c104 hands the raw frame to Python after it handled it: wait for the record, not only the call
+        self.wait_for(settled, self._timeout_s if answered else 0.5)
+        causes = lambda: [c[1] for c in seen() if c[1] not in ("ACTIVATION_CON", "ACTIVATION_TERMINATION")]
+        negative = any(c[2] for c in seen())
+        if negative:  # the reason (UNKNOWN_CA, UNKNOWN_TYPE...) may follow in a frame of its own
+            self.wait_for(lambda: bool(causes()), 0.2)
+        with self._changed:
+            confirmed, terminations, reasons = seen("ACTIVATION_CON"), seen("ACTIVATION_TERMINATION"), causes()
+        if negative or reasons:
+            return f"negative confirmation of {name}" + (f" ({', '.join(reasons)})" if reasons else "")
+        if not confirmed:
+            return f"no confirmation of {name} within {self._timeout_s:g} s"
+        if terminated and not terminations:
+            return f"{name} confirmed but not terminated (ACT_TERM) within {self._timeout_s:g} s"
+        return None
+
+    def interrogate(self) -> Optional[str]:
+        """Station general interrogation; None once confirmed and terminated."""
+        return self.command("C_IC_NA_1", lambda: self.connection.interrogation(
+            common_address=self.common_address, cause=c104.Cot.ACTIVATION, qualifier=c104.Qoi.STATION))
+
+    def counter_interrogate(self) -> Optional[str]:
+        """General counter interrogation (read); None once confirmed and terminated."""
+        return self.command("C_CI_NA_1", lambda: self.connection.counter_interrogation(
+            common_address=self.common_address, cause=c104.Cot.ACTIVATION, qualifier=c104.Rqt.GENERAL,
+            freeze=c104.Frz.READ))
+
+    def clock_sync(self) -> Optional[str]:
+        """C_CS_NA_1 with this machine's clock; None on a positive confirmation."""
+        return self.command("C_CS_NA_1", lambda: self.connection.clock_sync(common_address=self.common_address),
+                            terminated=False)
+
+    def close(self) -> None:
+        """Close the link and stop c104's threads."""
+        self._client.stop()

@@ -1,0 +1,135 @@
+"""The simulator control API (``gateway.simcontrol``) over real HTTP, in-process and behind ``gridgate simulate --control``."""
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import pytest_twisted
+import yaml
+from twisted.internet import reactor, threads
+from twisted.internet.defer import inlineCallbacks
+
+from gateway.config.loader import Site, load_site
+from gateway.demo import free_ports
+from gateway.interfaces import load_plugins
+from gateway.simcontrol import control_url, parse_hostport, start_control
+
+pytestmark = pytest.mark.integration
+
+PROFILE = {"model": "control-test", "kind": "meter", "protocol": "modbus", "points": [
+    {"id": "soc", "address": 0, "type": "uint16", "scale": 0.1, "sim": {"kind": "constant", "value": 55}},
+    {"id": "name", "address": 1, "type": "string", "length": 2},
+    {"id": "run", "table": "coil", "address": 0, "type": "bool", "sim": {"kind": "constant", "value": 1}},
+]}
+
+
+def write_site(folder: Path, port: int = 0) -> Path:
+    """A one-device site file (Modbus on ``port``) next to its profile."""
+    (folder / "meter.yaml").write_text(yaml.safe_dump(PROFILE), encoding="utf-8")
+    spec = {"site": "control", "spool": {"path": str(folder / "spool.db")},
+            "devices": [{"name": "m1", "profile": "meter.yaml", "connection": {"host": "127.0.0.1", "port": port}}]}
+    (folder / "site.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return folder / "site.yaml"
+
+
+def http(url: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+    """(status, decoded JSON) of a GET, or of a POST when a body is given."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    """The one-device site, validated."""
+    return load_site(write_site(tmp_path), load_plugins())
+
+
+@inlineCallbacks
+def with_control(site: Site, body: Any) -> Iterator[Any]:
+    """Start the simulator and the API on a free port, run ``body(url, simulator)`` in a thread, stop both."""
+    simulator = load_plugins()["modbus"].simulator(site.devices, reactor)
+    yield simulator.start()
+    listening = start_control(reactor, [simulator], site.devices)
+    try:
+        result = yield threads.deferToThread(body, control_url(listening), simulator)
+    finally:
+        yield listening.stopListening()
+        yield simulator.stop()
+    return result
+
+
+@pytest_twisted.inlineCallbacks
+def test_values_lists_every_simulated_point(site: Site) -> Iterator[Any]:
+    """GET /values answers every point of every device as ``device.point``, in JSON types."""
+    status, values = yield with_control(site, lambda url, _: http(f"{url}/values"))
+    assert status == 200
+    assert values == {"m1.soc": pytest.approx(55.0), "m1.name": "name", "m1.run": True}
+
+
+@pytest_twisted.inlineCallbacks
+def test_set_serves_the_value_and_answers_what_is_served(site: Site) -> Iterator[Any]:
+    """POST /set changes what the device serves (quantised by its register) and answers the served value."""
+    def body(url: str, simulator: Any) -> tuple:
+        answer = http(f"{url}/set", {"point": "m1.soc", "value": 61.04})
+        return answer, http(f"{url}/values")[1]["m1.soc"], simulator.value("m1", "soc")
+    (status, answer), listed, served = yield with_control(site, body)
+    assert status == 200 and answer == {"point": "m1.soc", "value": pytest.approx(61.0)}
+    assert listed == pytest.approx(61.0) and served == pytest.approx(61.0)
+
+
+@pytest_twisted.inlineCallbacks
+def test_set_refuses_unknown_points_and_bad_requests(site: Site) -> Iterator[Any]:
+    """Unknown point: 404. Not JSON, no value, wrong kind, beyond the register: 400, and nothing changes."""
+    def body(url: str, simulator: Any) -> list:
+        answers = [http(f"{url}/set", {"point": "m1.nope", "value": 1}),
+                   http(f"{url}/set", {"point": "m9.soc", "value": 1}),
+                   http(f"{url}/set", raw=b"{not json"),
+                   http(f"{url}/set", {"point": "m1.soc"}),
+                   http(f"{url}/set", {"point": "m1.soc", "value": True}),
+                   http(f"{url}/set", {"point": "m1.run", "value": 3}),
+                   http(f"{url}/set", {"point": "m1.soc", "value": 7000})]
+        return [status for status, _ in answers] + [simulator.value("m1", "soc")]
+    *statuses, soc = yield with_control(site, body)
+    assert statuses == [404, 404, 400, 400, 400, 400, 400]
+    assert soc == pytest.approx(55.0)
+
+
+def test_parse_hostport() -> None:
+    """HOST:PORT, :PORT and bracketed IPv6 parse; anything else is a ValueError naming the input."""
+    assert parse_hostport("127.0.0.1:8910") == ("127.0.0.1", 8910)
+    assert parse_hostport(":8910") == ("127.0.0.1", 8910)
+    assert parse_hostport("[::1]:8910") == ("::1", 8910)
+    with pytest.raises(ValueError, match="'localhost'"):
+        parse_hostport("localhost")
+
+
+def test_simulate_command_serves_the_control_api(tmp_path: Path) -> None:
+    """`gridgate simulate SITE --control HOST:PORT` logs the API's URL and answers GET /values."""
+    modbus_port, control_port = free_ports(2)
+    site = write_site(tmp_path, modbus_port)
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "simulate", str(site), "--control",
+                                f"127.0.0.1:{control_port}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, answer = time.monotonic() + 30, None
+        while answer is None and time.monotonic() < deadline and process.poll() is None:
+            try:
+                answer = http(f"http://127.0.0.1:{control_port}/values")
+            except OSError:
+                time.sleep(0.1)
+        assert answer is not None, "the control API never answered"
+        assert answer[0] == 200 and answer[1]["m1.soc"] == pytest.approx(55.0)
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert f"simulator control API at http://127.0.0.1:{control_port}" in stderr
