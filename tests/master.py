@@ -48,9 +48,7 @@ class TestMaster:
         self._lock = threading.Lock()
         self._received: list[Received] = []
         self._client = c104.Client(tick_rate_ms=50, command_timeout_ms=5000)
-        # Init.INTERROGATION: c104 sends STARTDT and a GI itself once the link is up. Init.NONE
-        # plus unmute() hangs muted in some runs, and unmute() on a link the outstation is
-        # refusing crashes c104 2.2.1 (segmentation fault).
+        # Init.INTERROGATION: c104 sends STARTDT and a GI itself once the link is up.
         self.connection = self._client.add_connection(ip=host, port=port, init=c104.Init.INTERROGATION)
         self._client.on_new_point(callable=self._on_new_point)
 
@@ -69,9 +67,18 @@ class TestMaster:
         """Open the link (STARTDT and a first GI); False when the outstation refused or never answered."""
         self._client.start()
         deadline = time.monotonic() + timeout_s
+        muted_since: float | None = None
         while self.connection.state != c104.ConnectionState.OPEN:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 return False
+            muted_since = (muted_since or now) if self.connection.state == c104.ConnectionState.OPEN_MUTED else None
+            if muted_since is not None and now - muted_since > 0.5:
+                # c104 2.2.1 sometimes leaves a link muted (no STARTDT), e.g. after a first
+                # refused attempt. unmute() only once the link has been stably up: on a link the
+                # outstation is closing it crashes c104 (segmentation fault).
+                self.connection.unmute()
+                muted_since = None
             time.sleep(0.01)
         return True
 

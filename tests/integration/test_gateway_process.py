@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from gateway.demo import free_ports
+from gateway.northbound.wiretime import WireClock
 from tests import tsdb
+from tests.master import TestMaster
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +27,9 @@ def test_demo_runs_and_shows_every_point_good(tmp_path: Path) -> None:
                              "--spool", str(tmp_path / "spool.db"), "--iec104-port", str(free_ports(1)[0])],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["pcs1"], ["bms1"], ["meter1"], ["bms2"])]
+    lines = result.stdout.splitlines()
+    table = lines[max(i for i, line in enumerate(lines) if line.startswith("device ")) + 1:]
+    rows = [line.split() for line in table if line.split()[:1] in (["pcs1"], ["bms1"], ["meter1"], ["bms2"])]
     assert {row[0] for row in rows} == {"pcs1", "bms1", "meter1", "bms2"}
     assert all("good" in row for row in rows), [row for row in rows if "good" not in row]
     assert " IV 0 " in result.stdout and "offline none" in result.stdout
@@ -60,8 +64,12 @@ def _site(tmp_path: Path, port: int, influx_url: str) -> Path:
 
 
 def _spooled(spool: Path) -> list[tuple[str, int]]:
+    """The committed samples (point, ms); none while the gateway is still creating the file."""
     with sqlite3.connect(spool) as db:
-        return [(point, round(t * 1000)) for point, t in db.execute("SELECT point, source_time FROM samples")]
+        try:
+            return [(point, round(t * 1000)) for point, t in db.execute("SELECT point, source_time FROM samples")]
+        except sqlite3.OperationalError:
+            return []
 
 
 def _gridgate(command: str, site: Path) -> subprocess.Popen:
@@ -114,3 +122,42 @@ def test_sigkill_loses_no_committed_sample(tmp_path: Path, site: Path, victoria_
                             until=lambda found: wanted <= arrived(found))
     missing = wanted - arrived(series)
     assert not missing, f"{len(missing)} of {len(wanted)} committed samples never arrived, e.g. {sorted(missing)[:3]}"
+
+
+def _tz_site(tmp_path: Path, wire_zone: str) -> tuple[Path, int]:
+    device_port, iec_port = free_ports(2)
+    profile = {"model": "TZ", "kind": "meter", "protocol": "modbus",
+               "points": [{"id": "p", "address": 0, "type": "uint16", "sim": {"kind": "ramp", "step": 5, "min": 0, "max": 60000}}]}
+    (tmp_path / "tz.yaml").write_text(yaml.safe_dump(profile))
+    site = {"site": "tz", "spool": {"path": str(tmp_path / "spool.db")},
+            "devices": [{"name": "m", "profile": "tz", "poll_s": 0.5, "connection": {"host": "127.0.0.1", "port": device_port}}],
+            "master_groups": [{"name": "dispatch", "bind": "127.0.0.1", "port": iec_port, "allowed_masters": ["127.0.0.1"],
+                               "common_address": 1, "wire_time_zone": wire_zone,
+                               "points": [{"point": "m.p", "ioa": 16385, "type": "M_ME_TF_1"}]}]}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(site))
+    return path, iec_port
+
+
+@pytest.mark.parametrize("process_tz", ["UTC", "Asia/Shanghai"])
+@pytest.mark.parametrize("wire_zone", ["UTC", "Asia/Shanghai"])
+def test_time_tags_are_right_whatever_the_process_time_zone(tmp_path: Path, process_tz: str, wire_zone: str) -> None:
+    """`gridgate run` under TZ=UTC or Asia/Shanghai sends time tags a master reads as now, in the group's wire zone."""
+    site, iec_port = _tz_site(tmp_path, wire_zone)
+    env = {**os.environ, "TZ": process_tz}
+    simulator = subprocess.Popen([sys.executable, "-m", "gateway", "simulate", str(site)], cwd=tmp_path, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gateway = subprocess.Popen([sys.executable, "-m", "gateway", "run", str(site)], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    master = TestMaster(iec_port, 1)
+    try:
+        assert master.connect(timeout_s=30)
+        assert master.wait_for(lambda m: len(m.received(lambda r: r.cot == "SPONTANEOUS")) >= 3, 20)
+        wire = WireClock(wire_zone)
+        for event in master.received(lambda r: r.cot == "SPONTANEOUS")[-2:]:
+            assert abs(wire.from_c104(event.recorded_at) - event.at) < 3.0, (event.recorded_at, process_tz, wire_zone)
+    finally:
+        master.stop()
+        for process in (gateway, simulator):
+            process.terminate()
+            process.wait(20)
