@@ -29,7 +29,14 @@ class PointMap(Strict):
     deadband_percent: float | None = Field(None, gt=0, le=100, description="percent of full_scale")
     full_scale: float | None = Field(None, gt=0, description="normalized types: value / full_scale")
     multiplier: float = Field(1.0, description="scaled types: value x multiplier, as int16")
-    gi: bool = True
+    gi: bool = Field(True, description="answered in general interrogation (c104 answers GI with every point)")
+
+    @field_validator("gi")
+    @classmethod
+    def _gi_always(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("gi: false is not supported yet: c104 answers general interrogation with every point")
+        return value
 
     @model_validator(mode="after")
     def _scaling(self) -> "PointMap":

@@ -58,7 +58,7 @@ def test_export_rows_are_sorted_by_ioa_with_hex_and_profile_names() -> None:
                      "unit": "kW", "deadband": "0.5", "deadband_percent": "", "full_scale": "",
                      "multiplier": "1", "gi": "yes", "common_address": "1"}
     scaled = next(row for row in rows if row["ioa"] == "16387")
-    assert (scaled["multiplier"], scaled["gi"]) == ("5", "no")
+    assert (scaled["multiplier"], scaled["gi"]) == ("5", "yes")
 
 
 def test_export_lists_status_ioas_of_the_group() -> None:
@@ -99,11 +99,11 @@ def test_import_replaces_the_points_in_ioa_order(site_file: Path, tmp_path: Path
     """A minimal table (point, ioa, type; hex IOA, any case of type) becomes the group's sorted points."""
     table = _table(tmp_path / "t.csv", "point,ioa,type,deadband,gi\r\n"
                                        "meter1.frequency,0x4002,m_me_nc_1,0.01,\r\n"
-                                       "pcs1.grid_connected,7,M_SP_NA_1,,no\r\n")
+                                       "pcs1.grid_connected,7,M_SP_NA_1,,yes\r\n")
     assert import_csv(table, site_file, "dd", PLUGINS) == 2
     text = site_file.read_text(encoding="utf-8")
     assert ("    points:   # IOAs as issued by the dispatch centre\n"
-            "      - {point: pcs1.grid_connected, ioa: 7, type: M_SP_NA_1, gi: false}\n"
+            "      - {point: pcs1.grid_connected, ioa: 7, type: M_SP_NA_1}\n"
             "      - {point: meter1.frequency, ioa: 16386, type: M_ME_NC_1, deadband: 0.01}\n"
             "    # end of the dd table\n") in text
     assert text.startswith(CASE.read_text(encoding="utf-8").split("    points:")[0])
