@@ -53,6 +53,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     for device in site.devices:
         print(f"    {device.name}: {device.profile.model} ({device.profile_file.name}), "
               f"{len(device.profile.points)} points every {device.poll_s:g} s")
+    for group in site.spec.master_groups:
+        print(f"  IEC 104 group {group.name}: {group.bind}:{group.port}, common address {group.common_address}, "
+              f"{len(group.points)} points, {len(group.comm_status)} comm-status points, wire time {group.wire_time_zone}")
     target = site.spec.influx
     print(f"  influx: {(target.url + (' v1 db ' + target.v1_db if target.v1_db else ' bucket ' + target.bucket)) if target else 'none (spool only)'}")
     return 0

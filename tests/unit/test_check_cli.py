@@ -46,3 +46,10 @@ def test_check_summarises_a_clean_site(tmp_path: Path) -> None:
     result = _gridgate("check", str(site), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "1 device(s)" in result.stdout and "requests/s" in result.stdout
+
+
+def test_the_readme_example_site_is_valid(tmp_path: Path) -> None:
+    """examples/ess-site.yaml (quoted in the README) passes check, master group included."""
+    result = _gridgate("check", str(CASES.parents[1].parent / "examples" / "ess-site.yaml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "IEC 104 group provincial: 127.0.0.1:2404" in result.stdout
