@@ -122,11 +122,17 @@ class RecordingMaster:
         started = time.monotonic()
         self._client.start()
         deadline = started + self._timeout_s
+        muted_since: Optional[float] = None
         while self.connection.state != c104.ConnectionState.OPEN:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 return None
-            if self.connection.state == c104.ConnectionState.OPEN_MUTED:
-                self.connection.unmute()  # Init.NONE sometimes stays muted: send STARTDT ourselves
+            muted_since = (muted_since or now) if self.connection.state == c104.ConnectionState.OPEN_MUTED else None
+            if muted_since is not None and now - muted_since > 0.5:
+                # Init.NONE sometimes stays muted: send STARTDT ourselves, but only on a link that has
+                # been up a while: unmute() on a link the outstation is refusing crashes c104 2.2.1.
+                self.connection.unmute()
+                muted_since = None
             time.sleep(0.01)
         return time.monotonic() - started
 

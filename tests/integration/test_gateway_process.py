@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from gateway.demo import free_ports
+from gateway.northbound.recordingmaster import RecordingMaster
 from gateway.northbound.wiretime import WireClock
 from tests import tsdb
-from tests.master import TestMaster
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -149,15 +149,85 @@ def test_time_tags_are_right_whatever_the_process_time_zone(tmp_path: Path, proc
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     gateway = subprocess.Popen([sys.executable, "-m", "gateway", "run", str(site)], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    master = TestMaster(iec_port, 1)
+    master = RecordingMaster("127.0.0.1", iec_port, 1, timeout_s=30)
+    spontaneous = lambda: [r for r in master.arrivals() if r.cot == "SPONTANEOUS"]
     try:
-        assert master.connect(timeout_s=30)
-        assert master.wait_for(lambda m: len(m.received(lambda r: r.cot == "SPONTANEOUS")) >= 3, 20)
+        assert master.connect() is not None
+        assert master.wait_for(lambda: len(spontaneous()) >= 3, 20)
         wire = WireClock(wire_zone)
-        for event in master.received(lambda r: r.cot == "SPONTANEOUS")[-2:]:
+        for event in spontaneous()[-2:]:
             assert abs(wire.from_c104(event.recorded_at) - event.at) < 3.0, (event.recorded_at, process_tz, wire_zone)
     finally:
-        master.stop()
+        master.close()
         for process in (gateway, simulator):
             process.terminate()
             process.wait(20)
+
+
+def _wait_listening(port: int, timeout_s: float = 30.0) -> None:
+    import socket
+    _wait(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, timeout_s, f"port {port}")
+
+
+def _dispatch_test(site: Path, port: int, control: int, folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway", "dispatch-test", str(site), "--group", site_group(site),
+                           "--target", f"127.0.0.1:{port}", "--simulator", f"http://127.0.0.1:{control}",
+                           "--junit", str(folder / "dispatch.xml"), "--html", str(folder / "dispatch.html")],
+                          cwd=folder, capture_output=True, text=True, timeout=180)
+
+
+def site_group(site: Path) -> str:
+    return yaml.safe_load(site.read_text())["master_groups"][0]["name"]
+
+
+def test_dispatch_test_passes_against_the_demo(tmp_path: Path) -> None:
+    """`gridgate dispatch-test` against `gridgate demo` passes every check and writes both reports."""
+    iec_port, control = free_ports(2)
+    demo = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--duration", "120", "--spool", str(tmp_path / "spool.db"),
+                             "--iec104-port", str(iec_port), "--control-port", str(control)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_listening(iec_port)
+        _wait_listening(control)
+        time.sleep(3)  # first polls of every device
+        result = _dispatch_test(tmp_path / "gridgate-demo-site.yaml", iec_port, control, tmp_path)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.wait(30)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "<testsuite" in (tmp_path / "dispatch.xml").read_text()
+    assert "ac_active_power" in (tmp_path / "dispatch.html").read_text()
+
+
+def test_dispatch_test_names_a_wrong_mapping(tmp_path: Path) -> None:
+    """A gateway whose table maps one IOA to the wrong point fails dispatch-test, which names that point."""
+    reference, iec_port = _tz_site(tmp_path, "UTC")
+    data = yaml.safe_load(reference.read_text())
+    profile = yaml.safe_load((tmp_path / "tz.yaml").read_text())
+    profile["points"].append({"id": "q", "address": 1, "type": "uint16", "sim": {"kind": "constant", "value": 777}})
+    (tmp_path / "tz.yaml").write_text(yaml.safe_dump(profile))
+    data["master_groups"][0]["points"] = [{"point": "m.p", "ioa": 16385, "type": "M_ME_NC_1", "deadband": 5},
+                                          {"point": "m.q", "ioa": 16386, "type": "M_ME_NC_1"}]
+    reference.write_text(yaml.safe_dump(data))
+    wrong = yaml.safe_load(yaml.safe_dump(data))
+    wrong["master_groups"][0]["points"][1]["point"] = "m.p"  # IOA 16386 wired to the wrong register
+    wrong["master_groups"][0]["points"][0]["point"] = "m.q"
+    (tmp_path / "gateway-site.yaml").write_text(yaml.safe_dump(wrong))
+    [control] = free_ports(1)
+    simulator = subprocess.Popen([sys.executable, "-m", "gateway", "simulate", str(reference), "--control", f"127.0.0.1:{control}"],
+                                 cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gateway = _gridgate("run", tmp_path / "gateway-site.yaml")
+    try:
+        _wait_listening(iec_port)
+        _wait_listening(control)
+        time.sleep(2)
+        result = _dispatch_test(reference, iec_port, control, tmp_path)
+    finally:
+        for process in (gateway, simulator):
+            process.terminate()
+            process.wait(20)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "m.q" in result.stdout
+    junit = (tmp_path / "dispatch.xml").read_text()
+    assert "<failure" in junit and "m.q" in junit
+    assert "m.q" in (tmp_path / "dispatch.html").read_text()

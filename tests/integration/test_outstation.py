@@ -2,7 +2,7 @@
 
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import pytest_twisted
@@ -19,10 +19,17 @@ from gateway.model import Quality, Sample
 from gateway.northbound.wiretime import WireClock
 from gateway.runner import start_simulators
 from gateway.service import Gateway
-from tests.master import TestMaster
+from gateway.northbound.dispatchcheck import Arrival
+from gateway.northbound.recordingmaster import RecordingMaster
 
 pytestmark = pytest.mark.integration
 CA = 7
+GOOD, NT, IV_NT = frozenset(), frozenset({"NT"}), frozenset({"IV", "NT"})
+
+
+def received(master: RecordingMaster, where: Callable[[Arrival], bool] = lambda r: True) -> list[Arrival]:
+    """What ``master`` received so far that matches ``where``, oldest first."""
+    return [r for r in master.arrivals() if where(r)]
 
 
 def _profile(points: int) -> dict:
@@ -116,16 +123,16 @@ def _until(predicate, timeout_s: float = 10.0) -> Any:
 @pytest.fixture
 def master_factory():
     """Factory of connected test masters; stopped afterwards."""
-    masters: list[TestMaster] = []
+    masters: list[RecordingMaster] = []
 
-    def make(port: int) -> TestMaster:
-        master = TestMaster(port, CA)
+    def make(port: int, timeout_s: float = 10.0) -> RecordingMaster:
+        master = RecordingMaster("127.0.0.1", port, CA, timeout_s)
         masters.append(master)
         return master
 
     yield make
     for master in masters:
-        master.stop()
+        master.close()
 
 
 @pytest_twisted.inlineCallbacks
@@ -137,14 +144,14 @@ def test_gi_returns_every_point_with_value_and_quality(tmp_path: Path, running, 
     yield _until(run.all_good)
     master = master_factory(port)
     assert (yield deferToThread(master.connect))
-    assert (yield deferToThread(master.interrogate))
-    yield deferToThread(master.wait_for, lambda m: len(m.received(lambda r: r.cot == "INTERROGATED_BY_STATION")) >= 1010)
-    gi = {r.ioa: r for r in master.received(lambda r: r.cot == "INTERROGATED_BY_STATION")}
+    assert (yield deferToThread(master.interrogate)) is None
+    yield deferToThread(master.wait_for, lambda: len(received(master, lambda r: r.cot == "INTERROGATED_BY_STATION")) >= 1010, 10)
+    gi = {r.ioa: r for r in received(master, lambda r: r.cot == "INTERROGATED_BY_STATION")}
     assert len(gi) == 1010
     for n in range(10):
         for i in range(100):
             got = gi[1 + n * 100 + i]
-            assert (got.type, got.value, got.quality) == ("M_ME_NC_1", float(i), 0), (n, i)
+            assert (got.type, got.value, got.quality) == ("M_ME_NC_1", float(i), GOOD), (n, i)
         assert (gi[5001 + n].type, gi[5001 + n].value) == ("M_SP_TB_1", True)
 
 
@@ -158,16 +165,15 @@ def test_offline_device_goes_nt_then_iv_and_recovers(tmp_path: Path, running, ma
     master = master_factory(port)
     assert (yield deferToThread(master.connect))
     yield run.simulators[0].fault("d0", "silence")
-    spont = lambda ioa: [r.quality for r in master.received(lambda r: r.ioa == ioa and r.cot == "SPONTANEOUS")]
-    iv_nt = int(Quality.IV | Quality.NT)
-    yield deferToThread(master.wait_for, lambda m: iv_nt in spont(1) and False in [r.value for r in m.received(lambda r: r.ioa == 101)])
+    spont = lambda ioa: [r.quality for r in _spontaneous(master, ioa)]
+    status = lambda: [r.value for r in received(master, lambda r: r.ioa == 101)]
+    yield deferToThread(master.wait_for, lambda: IV_NT in spont(1) and False in status(), 10)
     qualities = spont(1)
-    nt = qualities.index(int(Quality.NT))
-    assert qualities[nt - 1:nt + 2] == [0, int(Quality.NT), iv_nt], qualities
-    assert all(q == 0 for q in spont(4)), "the other device is untouched"
+    nt = qualities.index(NT)
+    assert qualities[nt - 1:nt + 2] == [GOOD, NT, IV_NT], qualities
+    assert all(q == GOOD for q in spont(4)), "the other device is untouched"
     yield run.simulators[0].clear_fault("d0")
-    yield deferToThread(master.wait_for, lambda m: spont(1)[-1] == 0 and m.received(lambda r: r.ioa == 101)[-1].value is True,
-                        timeout_s=15)
+    yield deferToThread(master.wait_for, lambda: spont(1)[-1] == GOOD and status()[-1] is True, 15)
 
 
 @pytest_twisted.inlineCallbacks
@@ -181,18 +187,17 @@ def test_burst_of_10000_changes_arrives_complete_and_in_order(tmp_path: Path, ru
     start = time.time() - 100
     burst = [Sample("d0.r000", float(i), Quality.GOOD, start + i / 100, start + i / 100) for i in range(1, 10_001)]
     run.gateway.table.publish(burst)
-    values = lambda m: [r.value for r in m.received(lambda r: r.ioa == 900 and r.cot == "SPONTANEOUS")]
-    yield deferToThread(master.wait_for, lambda m: 10_000.0 in values(m), 30)
-    received = master.received(lambda r: r.ioa == 900 and r.cot == "SPONTANEOUS")
-    first = [r.value for r in received].index(1.0)
-    run_of_burst = received[first:first + 10_000]
+    yield deferToThread(master.wait_for, lambda: 10_000.0 in [r.value for r in _spontaneous(master, 900)], 30)
+    events = _spontaneous(master, 900)
+    first = [r.value for r in events].index(1.0)
+    run_of_burst = events[first:first + 10_000]
     assert [r.value for r in run_of_burst] == [s.value for s in burst]
     wire = WireClock("UTC")
     assert [round(wire.from_c104(r.recorded_at) * 1000) for r in run_of_burst] == [round(s.source_time * 1000) for s in burst]
 
 
-def _spontaneous(master: TestMaster, ioa: int) -> list:
-    return master.received(lambda r: r.ioa == ioa and r.cot == "SPONTANEOUS")
+def _spontaneous(master: RecordingMaster, ioa: int) -> list:
+    return received(master, lambda r: r.ioa == ioa and r.cot == "SPONTANEOUS")
 
 
 @pytest_twisted.inlineCallbacks
@@ -203,7 +208,7 @@ def test_master_away_30s_gets_every_buffered_event_in_order(tmp_path: Path, runn
     yield _until(run.all_good)
     master = master_factory(port)
     assert (yield deferToThread(master.connect))
-    yield deferToThread(master.stop)
+    yield deferToThread(master.close)
     away = []
     for second in range(30):
         sample = Sample("d0.r000", 1000.0 + second, Quality.GOOD, time.time(), time.time())
@@ -212,7 +217,7 @@ def test_master_away_30s_gets_every_buffered_event_in_order(tmp_path: Path, runn
         yield deferLater(reactor, 1.0, lambda: None)
     again = master_factory(port)
     assert (yield deferToThread(again.connect))
-    yield deferToThread(again.wait_for, lambda m: 1029.0 in [r.value for r in _spontaneous(m, 900)], 15)
+    yield deferToThread(again.wait_for, lambda: 1029.0 in [r.value for r in _spontaneous(again, 900)], 15)
     replay = [r for r in _spontaneous(again, 900) if r.value >= 1000.0]
     assert [r.value for r in replay] == [s.value for s in away]
     wire = WireClock("UTC")
@@ -232,7 +237,7 @@ def test_restart_while_master_away_loses_no_buffered_event(tmp_path: Path, runni
     yield run.start_gateway()
     master = master_factory(port)
     assert (yield deferToThread(master.connect))
-    yield deferToThread(master.wait_for, lambda m: 2049.0 in [r.value for r in _spontaneous(m, 900)], 15)
+    yield deferToThread(master.wait_for, lambda: 2049.0 in [r.value for r in _spontaneous(master, 900)], 15)
     assert [r.value for r in _spontaneous(master, 900) if r.value >= 2000.0] == [s.value for s in away]
 
 
@@ -250,10 +255,9 @@ def test_two_groups_each_see_only_their_own_table(tmp_path: Path, running, maste
     for name, port in (("provincial", port_a), ("regional", port_b)):
         master = master_factory(port)
         assert (yield deferToThread(master.connect))
-        assert (yield deferToThread(master.interrogate))
-        yield deferToThread(master.wait_for, lambda m: len(m.received()) >= 2)
+        assert (yield deferToThread(master.interrogate)) is None
         yield deferLater(reactor, 0.3, lambda: None)
-        seen[name] = {(r.ioa, r.type, r.value) for r in master.received(lambda r: r.cot == "INTERROGATED_BY_STATION")}
+        seen[name] = {(r.ioa, r.type, r.value) for r in received(master, lambda r: r.cot == "INTERROGATED_BY_STATION")}
     assert seen["provincial"] == {(16385, "M_ME_NC_1", 0.0), (16386, "M_ME_NC_1", 1.0)}
     assert seen["regional"] == {(100, "M_ME_NB_1", 1), (101, "M_ME_NC_1", 3.0)}  # 2 x 0.4 rounds to 1
 
@@ -264,6 +268,6 @@ def test_master_from_a_non_allowed_ip_is_refused(tmp_path: Path, running, master
     [port] = free_ports(1)
     run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 1, "type": "M_ME_NC_1"}],
                                                       allowed_masters=["127.0.0.9"])]))
-    master = master_factory(port)
-    assert not (yield deferToThread(master.connect, 2.0))
+    master = master_factory(port, timeout_s=2.0)
+    assert (yield deferToThread(master.connect)) is None
     assert run.gateway.outstations[0].stats()["refused_masters"] >= 1
