@@ -30,6 +30,7 @@ from gateway.northbound.dispatchcheck import (GI_COT, VALUE_SLACK_S, Arrival, Ch
                                               TagCheck, ValueHistory, Verdict, check_row, expectations,
                                               unexpected_ioas)
 from gateway.northbound.dispatchprobe import ProbePlan, answer_to, latency_summary, plan_probes
+from gateway.northbound.wiretime import WireClock
 from gateway.northbound.recordingmaster import RecordingMaster
 from gateway.northbound.report import summary_text, write_html, write_junit
 
@@ -82,18 +83,9 @@ class SimulatorControl:
             raise ControlError(f"{request.full_url}: {exc}") from None
 
 
-def tag_check(zone: str, tolerance_s: float) -> Optional[TagCheck]:
-    """Time-tag checks through ``WireClock`` of the wire time zone, or None if it is not available."""
-    try:
-        from gateway.northbound.wiretime import WireClock  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        return None
-    clock = WireClock(zone)
-
-    def to_posix(tag: datetime.datetime) -> float:
-        converted = clock.from_c104(tag)
-        return converted.timestamp() if isinstance(converted, datetime.datetime) else float(converted)
-    return TagCheck(to_posix, tolerance_s)
+def tag_check(zone: str, tolerance_s: float) -> TagCheck:
+    """Time-tag checks through ``WireClock`` of the wire time zone."""
+    return TagCheck(WireClock(zone).from_c104, tolerance_s)
 
 
 class DispatchTest:
@@ -208,8 +200,6 @@ class DispatchTest:
             reported = cause == "MISMATCHED_TYPE_ID" or (cause == "INVALID_COT" and cot == GI_COT)  # rows, note above
             if not reported:
                 self.result.notes.append(f"c104 flagged {type_name} with cause {cot} at IOA {_listed(ioas)}: {cause}")
-        if self.tags is None:
-            self.result.notes.append("time tags not checked (gateway.northbound.wiretime is not available)")
 
     def _probe_latency(self, session: RecordingMaster) -> None:
         if self.control is None:
@@ -254,7 +244,7 @@ class DispatchTest:
         latency = answer.at - at
         problems = [f"{latency:.2f} s, above --max-latency {self.options.max_latency_s:g} s"
                     ] if latency > self.options.max_latency_s else []
-        if self.tags is not None and (off := self.tags.outside(answer, at, answer.at)):
+        if off := self.tags.outside(answer, at, answer.at):
             problems.append(off)
         return Probe(**base, latency_s=latency, verdict=Verdict.FAIL if problems else Verdict.PASS,
                      message="; ".join(problems))
