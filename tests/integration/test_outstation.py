@@ -271,3 +271,23 @@ def test_master_from_a_non_allowed_ip_is_refused(tmp_path: Path, running, master
     master = master_factory(port, timeout_s=2.0)
     assert (yield deferToThread(master.connect)) is None
     assert run.gateway.outstations[0].stats()["refused_masters"] >= 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_counter_interrogation_and_clock_sync(tmp_path: Path, running, master_factory) -> Iterator:
+    """Counters answer counter interrogation; clock sync is confirmed and a master clock far off raises the alarm."""
+    [port] = free_ports(1)
+    run = yield running(_site(tmp_path, 1, 2, [_group("dispatch", port, [
+        {"point": "d0.r000", "ioa": 25601, "type": "M_IT_NA_1"}, {"point": "d0.r001", "ioa": 16385, "type": "M_ME_NC_1"}],
+        clock_alarm_ioa=12546, clock_sync={"alarm_offset_s": "1s"})]))
+    yield _until(run.all_good)
+    master = master_factory(port)
+    assert (yield deferToThread(master.connect))
+    assert (yield deferToThread(master.counter_interrogate)) is None
+    counters = received(master, lambda r: r.ioa == 25601 and r.cot.startswith("REQUESTED_BY_GENERAL_COUNTER"))
+    assert counters and counters[-1].value == 0
+    assert (yield deferToThread(master.clock_sync)) is None
+    yield _until(lambda: run.gateway.outstations[0].stats()["clock_syncs"] == 1)
+    alarm = run.gateway.outstations[0]
+    alarm._clock_synced("127.0.0.1", time.time() + 30, time.time())  # a master 30 s ahead
+    yield deferToThread(master.wait_for, lambda: any(r.ioa == 12546 and r.value is True for r in master.arrivals()), 5)
