@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred
 from twisted.logger import STDLibLogObserver, globalLogBeginner
 
 from gateway.config.loader import Site, load_site
@@ -56,6 +56,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     for group in site.spec.master_groups:
         print(f"  IEC 104 group {group.name}: {group.bind}:{group.port}, common address {group.common_address}, "
               f"{len(group.points)} points, {len(group.comm_status)} comm-status points, wire time {group.wire_time_zone}")
+        if group.tls is not None:
+            from gateway.northbound.tls import summary as tls_summary
+            print(f"    {tls_summary(group.tls)}")
     target = site.spec.influx
     print(f"  influx: {(target.url + (' v1 db ' + target.v1_db if target.v1_db else ' bucket ' + target.bucket)) if target else 'none (spool only)'}")
     return 0
@@ -128,6 +131,63 @@ def _add_points_parser(sub: Any) -> None:
     imp.add_argument("--site", dest="site_option", default=None, help="the site file (instead of the positional)")
     imp.add_argument("--group", required=True, help="master group name")
     imp.set_defaults(func=cmd_points_import)
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    """Print an audit log's records, one readable line each (or raw JSON), for O&M review."""
+    import json
+    from gateway.commands.audit import AuditError, describe, show
+    try:
+        records = show(args.file, args.last, args.command_id)
+    except AuditError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for record in records:
+        print(json.dumps(record, ensure_ascii=False) if args.json else describe(record))
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Check an audit log's hash chain; exit 1 naming the first record edited, removed or reordered."""
+    from gateway.commands.audit import AuditError, verify
+    try:
+        result = verify(args.file)
+    except AuditError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if not result.ok:
+        print(f"{args.file}: {result.reason}", file=sys.stderr)
+        print(f"{result.records} record(s) intact before it", file=sys.stderr)
+        return 1
+    if not result.records:
+        print("OK: 0 records (empty log)")
+        return 0
+    print(f"OK: {result.records} records, chain intact ({result.algorithm})")
+    print(f"last hash {result.last_hash} (compare with a copy kept elsewhere: a chain cannot show a cut-off end)")
+    return 0
+
+
+def _count(text: str) -> int:
+    """A non-negative integer argument."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _add_audit_parser(sub: Any) -> None:
+    """``gridgate audit show|verify``: read and check the hash-chained command audit log."""
+    audit = sub.add_parser("audit", help="show or verify the command audit log")
+    verbs = audit.add_subparsers(dest="audit_command", required=True)
+    show = verbs.add_parser("show", help="print the records, one line each")
+    show.add_argument("file")
+    show.add_argument("--last", type=_count, default=None, metavar="N", help="only the last N records")
+    show.add_argument("--command", dest="command_id", default=None, metavar="ID", help="only this command's records")
+    show.add_argument("--json", action="store_true", help="print the raw records (JSON Lines)")
+    show.set_defaults(func=cmd_audit_show)
+    verify = verbs.add_parser("verify", help="check the hash chain; exit 1 naming the first bad record")
+    verify.add_argument("file")
+    verify.set_defaults(func=cmd_audit_verify)
 
 
 def _react(body: Callable[[Any], Deferred]) -> int:
@@ -218,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--out", default=".", help="directory to write into")
     schema.set_defaults(func=cmd_schema)
     _add_points_parser(sub)
+    _add_audit_parser(sub)
+    from gateway.certs import add_parser as add_certs_parser
+    add_certs_parser(sub)
     from gateway.northbound.dispatchtest import add_arguments as dispatch_test_arguments
     dispatch = sub.add_parser("dispatch-test", help="check a group's 104 outstation as its dispatch master would")
     dispatch_test_arguments(dispatch)

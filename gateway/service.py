@@ -15,6 +15,8 @@ from twisted.internet.task import LoopingCall
 from gateway.config.loader import Site
 from gateway.influx import InfluxWriter, SeriesKey
 from gateway.lineprotocol import series_prefix
+from gateway.commands.audit import AuditLog
+from gateway.commands.gate import CommandGate
 from gateway.config.iec104 import MasterGroup
 from gateway.interfaces import ONLINE_POINT, DriverPlugin, IDriver, group_by_protocol
 from gateway.northbound.outstation import GroupOutstation
@@ -141,13 +143,14 @@ class Gateway(MultiService):
             token = os.environ.get(spec.influx.token_env)
             self.writer = InfluxWriter(self.spool, spec.influx, token, series_of(site, spec.influx.measurement), reactor)
             WriterService(self.writer).setServiceParent(self)
-        self.outstations = [GroupOutstation(g, self.table, _event_buffer(g, self.spool.path), reactor)
-                            for g in spec.master_groups]
-        if self.outstations:
-            OutstationService(self.outstations).setServiceParent(self)
         self.drivers: list[IDriver] = []
         for protocol, devices in group_by_protocol(site.devices).items():
             self.drivers += plugins[protocol].build(devices, self.table, reactor)
+        self.audit, self.gate = _command_path(site, self.table, self.drivers)
+        self.outstations = [GroupOutstation(g, self.table, _event_buffer(g, self.spool.path), reactor,
+                                            gate=self.gate, audit=self.audit) for g in spec.master_groups]
+        if self.outstations:
+            OutstationService(self.outstations).setServiceParent(self)
         DriverService(self.drivers).setServiceParent(self)
 
     @inlineCallbacks
@@ -167,3 +170,13 @@ class Gateway(MultiService):
 def _event_buffer(group: MasterGroup, spool_path: str) -> Spool:
     spec = group.event_buffer
     return Spool(spec.path or f"{spool_path}.{group.name}.events", spec.max_bytes, spec.max_age_s, "drop_oldest")
+
+
+def _command_path(site: Site, table: PointTable, drivers: list[IDriver]) -> tuple[AuditLog | None, CommandGate | None]:
+    """The audit log and the CommandGate, when any master group can command or fail safe."""
+    spec = site.spec
+    if not any(g.commands or g.failsafe for g in spec.master_groups):
+        return None, None
+    audit = AuditLog(spec.audit.path, spec.audit.hash)
+    by_device = {name: driver for driver in drivers for name in driver.devices}
+    return audit, CommandGate(spec.command_policy, site.devices, table, by_device, audit)

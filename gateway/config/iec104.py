@@ -17,6 +17,8 @@ IOA_MAX = 0xFFFFFF
 MonitorType = Literal["M_SP_NA_1", "M_SP_TB_1", "M_DP_NA_1", "M_DP_TB_1", "M_ME_NA_1", "M_ME_TD_1",
                       "M_ME_NB_1", "M_ME_TE_1", "M_ME_NC_1", "M_ME_TF_1", "M_IT_NA_1", "M_IT_TB_1"]
 TIME_TAGGED = frozenset({"M_SP_TB_1", "M_DP_TB_1", "M_ME_TD_1", "M_ME_TE_1", "M_ME_TF_1", "M_IT_TB_1"})
+CommandType = Literal["C_SC_NA_1", "C_SC_TA_1", "C_DC_NA_1", "C_DC_TA_1", "C_SE_NA_1", "C_SE_TA_1",
+                      "C_SE_NB_1", "C_SE_TB_1", "C_SE_NC_1", "C_SE_TC_1"]
 
 
 class PointMap(Strict):
@@ -56,6 +58,42 @@ class PointMap(Strict):
         return self.deadband or 0.0
 
 
+class CommandMap(Strict):
+    """A command IOA of a master group and the device point it writes."""
+
+    ioa: int = Field(ge=1, le=IOA_MAX)
+    type: CommandType
+    point: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*\.[a-z_][a-z0-9_]*$", description="device.point (writable)")
+    mode: Literal["direct", "select_execute"] = "select_execute"
+    related_ioa: int | None = Field(None, ge=1, le=IOA_MAX, description="monitored IOA sent back with COT 11")
+    on_value: float = Field(1.0, description="C_SC/C_DC: value written for ON")
+    off_value: float = Field(0.0, description="C_SC/C_DC: value written for OFF")
+    full_scale: float | None = Field(None, gt=0, description="C_SE_NA/TA: value = normalized x full_scale")
+    multiplier: float = Field(1.0, description="C_SE_NB/TB: value = scaled / multiplier")
+
+    @model_validator(mode="after")
+    def _scaling(self) -> "CommandMap":
+        if self.type in ("C_SE_NA_1", "C_SE_TA_1") and self.full_scale is None:
+            raise ValueError(f"{self.type} (normalized) needs full_scale")
+        if self.multiplier == 0:
+            raise ValueError("multiplier must not be 0")
+        return self
+
+
+class FallbackWrite(Strict):
+    """One value the fail-safe writes."""
+
+    point: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*\.[a-z_][a-z0-9_]*$")
+    value: float
+
+
+class FailSafeSpec(Strict):
+    """What happens when every master of the group has been gone for ``after_s``."""
+
+    after_s: Duration = Field(gt=0)
+    writes: list[FallbackWrite] = Field(min_length=1)
+
+
 class Timers(Strict):
     """IEC 104 APCI parameters (104 section 5): standard defaults."""
 
@@ -91,6 +129,23 @@ class ClockSyncSpec(Strict):
     step_os_clock: bool = False
 
 
+class TlsSpec(Strict):
+    """IEC 62351-3 TLS on the group's port: mutual authentication, masters' certificates checked
+    against ``ca`` (chain and validity time). Paths are relative to the site file's folder."""
+
+    cert: str = Field(description="the outstation's certificate (PEM)")
+    key: str = Field(description="its private key (PEM, unencrypted, mode 0600)")
+    ca: str = Field(description="CA certificate the masters' certificates must chain to")
+    pinned_masters: list[str] = Field([], description="when given, only these master certificates are accepted")
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    warn_days: int = Field(30, ge=0, le=3650, description="warn this many days before a certificate expires")
+
+    @field_validator("min_version", mode="before")
+    @classmethod
+    def _version_text(cls, value: object) -> object:
+        return {1.2: "1.2", 1.3: "1.3"}.get(value, value) if isinstance(value, float) else value  # YAML reads 1.2 as a float
+
+
 class MasterGroup(Strict):
     """One dispatch centre and what it sees."""
 
@@ -108,6 +163,9 @@ class MasterGroup(Strict):
     buffer_overflow_ioa: int | None = Field(None, ge=1, le=IOA_MAX)
     clock_alarm_ioa: int | None = Field(None, ge=1, le=IOA_MAX)
     points: list[PointMap] = []
+    commands: list[CommandMap] = []
+    failsafe: FailSafeSpec | None = None
+    tls: TlsSpec | None = Field(None, description="IEC 62351-3 TLS (mutual authentication)")
 
     @field_validator("wire_time_zone")
     @classmethod
@@ -125,3 +183,33 @@ class MasterGroup(Strict):
             if not 1 <= ioa <= IOA_MAX:
                 raise ValueError(f"IOA {ioa} of {device} outside 1..{IOA_MAX}")
         return value
+
+
+class Interlock(Strict):
+    """A condition under which a command is refused (evaluated on the latest good values)."""
+
+    point: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*\.[a-z_][a-z0-9_]*$")
+    op: Literal["<", "<=", "==", "!=", ">=", ">"]
+    value: float | bool
+    when_command: Literal["any", "positive", "negative"] = Field(
+        "any", description="refuse only commands of this sign (e.g. negative = charge)")
+    reason: str
+
+
+class CommandPolicy(Strict):
+    """Who may command a writable point, and under which conditions."""
+
+    point: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*\.[a-z_][a-z0-9_]*$")
+    groups: list[str] = Field(min_length=1, description="master groups allowed to command it")
+    interlocks: list[Interlock] = []
+    min_interval_s: Duration = Field(0.0, ge=0, description="rate limit between accepted commands")
+    max_age_s: Duration = Field(10.0, gt=0, description="time-tagged commands older than this are refused")
+    timeout_s: Duration = Field(5.0, gt=0, description="write + read-back deadline; must stay under t1")
+    replay_window_s: Duration = Field(600.0, gt=0, description="a time-tagged command seen again within this is refused")
+
+
+class AuditSpec(Strict):
+    """The hash-chained command audit log."""
+
+    path: str = "gridgate-audit.jsonl"
+    hash: Literal["sha256", "sm3"] = "sha256"

@@ -14,7 +14,8 @@ from gateway.config.profile import ProfileSpec
 from gateway.config.site import SiteSpec
 from gateway.config.source import ConfigErrors, ConfigProblem, dotted, line_of, load_yaml
 from gateway.interfaces import Device, DriverPlugin
-from gateway.northbound.mapping import group_problems
+from gateway.northbound.mapping import command_problems, group_problems
+from gateway.northbound.tls import tls_problems, with_absolute_paths
 
 SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "device_profiles"
 
@@ -132,6 +133,8 @@ def load_site(path: Path, plugins: Mapping[str, DriverPlugin]) -> Site:
     spec, problems = validate(SiteSpec, tree, file)
     if spec is None:
         raise ConfigErrors(problems)
+    spec = spec.model_copy(update={"master_groups": with_absolute_paths(spec.master_groups, path.parent)})
+    problems += [ConfigProblem(file, line_of(tree, loc), dotted(loc), message) for loc, message in tls_problems(spec.master_groups)]
     profiles = ProfileLoader(plugins)
     devices: list[Device] = []
     for index, entry in enumerate(spec.devices):
@@ -141,8 +144,9 @@ def load_site(path: Path, plugins: Mapping[str, DriverPlugin]) -> Site:
             devices.append(device)
     problems += _site_problems(devices, spec, tree, file, plugins)
     if not problems:
-        problems += [ConfigProblem(file, line_of(tree, loc), dotted(loc), message)
-                     for loc, message in group_problems(spec.master_groups, devices)]
+        found = group_problems(spec.master_groups, devices)
+        found += command_problems(spec.master_groups, spec.command_policy, devices)
+        problems += [ConfigProblem(file, line_of(tree, loc), dotted(loc), message) for loc, message in found]
     if problems:
         raise ConfigErrors(problems)
     return Site(spec, path, devices)

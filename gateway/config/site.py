@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from gateway.config.iec104 import MasterGroup
+from gateway.config.iec104 import AuditSpec, CommandPolicy, MasterGroup
 from gateway.config.profile import Strict
 from gateway.config.units import Duration, Size
 
@@ -64,6 +64,8 @@ class SiteSpec(Strict):
     spool: SpoolSpec = SpoolSpec()
     devices: list[DeviceEntry] = Field(min_length=1)
     master_groups: list[MasterGroup] = []
+    command_policy: list[CommandPolicy] = []
+    audit: AuditSpec = AuditSpec()
 
 
 def slug(text: str) -> str:

@@ -32,6 +32,7 @@ from gateway.northbound.dispatchcheck import (GI_COT, VALUE_SLACK_S, Arrival, Ch
 from gateway.northbound.dispatchprobe import ProbePlan, answer_to, latency_summary, plan_probes
 from gateway.northbound.wiretime import WireClock
 from gateway.northbound.recordingmaster import RecordingMaster
+from gateway.northbound.tlstunnel import TlsClientFiles, TlsTunnel, client_context
 from gateway.northbound.report import summary_text, write_html, write_junit
 
 SAMPLE_EVERY_S = 0.2
@@ -49,6 +50,7 @@ class Options:
     latency_points: int = 20
     max_latency_s: float = 3.0
     time_tolerance_s: float = 2.0
+    tls: Optional[TlsClientFiles] = None  # reach a 104-over-TLS outstation through a local tunnel
 
 
 class ControlError(Exception):
@@ -100,14 +102,16 @@ class DispatchTest:
         host, port = options.target
         self.result = DispatchResult(group.name, f"{host}:{port}", group.common_address, time.time())
         self._lag = {d.name: d.poll_s + VALUE_SLACK_S for d in site.devices}
+        self._tunnel: Optional[TlsTunnel] = None
 
     def run(self) -> DispatchResult:
         """Every check, in the order a commissioning engineer would make them."""
         self._sample_values()
         try:
-            session = RecordingMaster(*self.options.target, self.group.common_address, self.options.timeout_s)
-        except OSError as exc:  # the host name does not resolve
+            session = RecordingMaster(*self._endpoint(), self.group.common_address, self.options.timeout_s)
+        except OSError as exc:  # the host name does not resolve, the client certificate does not load
             self._no_connection(f"cannot reach {self.result.target}: {exc}")
+            self._close_tunnel()
             return self.result
         try:
             if self._connect(session):
@@ -119,7 +123,22 @@ class DispatchTest:
                 self._clock_sync(session)
         finally:
             session.close()
+            self._close_tunnel()
         return self.result
+
+    def _endpoint(self) -> tuple[str, int]:
+        """Where the c104 master connects: the target, or a local TLS tunnel to it (c104 2.2.1's TLS client is broken)."""
+        if self.options.tls is None:
+            return self.options.target
+        self._tunnel = TlsTunnel(self.options.target, client_context(self.options.tls), self.options.tls.server_name,
+                                 self.options.timeout_s)
+        return self._tunnel.start()
+
+    def _close_tunnel(self) -> None:
+        if self._tunnel is not None:
+            self._tunnel.stop()
+            if self._tunnel.sessions:
+                self.result.notes.append(f"TLS: {self._tunnel.sessions[0]} through a local tunnel")
 
     def _link(self, name: str, problem: Optional[str], seconds: float = 0.0, unchecked: bool = False) -> None:
         verdict = Verdict.UNCHECKED if unchecked else (Verdict.FAIL if problem else Verdict.PASS)
@@ -138,8 +157,12 @@ class DispatchTest:
     def _connect(self, session: RecordingMaster) -> bool:
         opened = session.connect()
         if opened is None:
-            self._no_connection(f"no connection to {self.result.target} within {self.options.timeout_s:g} s "
-                                f"(last state {session.connection.state.name})")
+            why = f"(last state {session.connection.state.name})"
+            if self._tunnel is not None and self._tunnel.last_error:
+                why += f"; {self._tunnel.last_error}"
+            elif self._tunnel is None and self.group.tls is not None:
+                why += "; the group uses TLS: give --tls-cert, --tls-key and --tls-ca"
+            self._no_connection(f"no connection to {self.result.target} within {self.options.timeout_s:g} s {why}")
             return False
         self._link("connect", None, opened)
         return True
@@ -317,9 +340,9 @@ def main(site: Site, args: argparse.Namespace) -> int:
     from gateway.simcontrol import parse_hostport  # pylint: disable=import-outside-toplevel
     try:
         options = Options(args.group, parse_hostport(args.target), args.simulator, args.timeout,
-                          args.latency_points, args.max_latency, args.time_tolerance)
+                          args.latency_points, args.max_latency, args.time_tolerance, tls_files(args))
         group = find_group(site, options.group)
-    except (ValueError, UnknownGroup) as exc:
+    except (ValueError, OSError, UnknownGroup) as exc:  # ssl.SSLError is an OSError
         print(f"gridgate dispatch-test: {exc}", file=sys.stderr)
         return 2
     result = DispatchTest(site, group, options).run()
@@ -329,6 +352,18 @@ def main(site: Site, args: argparse.Namespace) -> int:
         write_html(result, Path(args.html))
     print(summary_text(result, [p for p in (args.junit, args.html) if p]))
     return 0 if result.passed else 1
+
+
+def tls_files(args: argparse.Namespace) -> Optional[TlsClientFiles]:
+    """The master's TLS files from ``--tls-*`` (all three or none), checked by loading them; None for plain 104."""
+    given = [getattr(args, f"tls_{name}", None) for name in ("cert", "key", "ca")]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValueError("--tls-cert, --tls-key and --tls-ca go together")
+    files = TlsClientFiles(*given, getattr(args, "tls_server_name", None))
+    client_context(files)  # a missing file or a key that does not fit is a usage error, before connecting
+    return files
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -344,3 +379,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-points", type=int, default=20, help="points moved to time spontaneous changes")
     parser.add_argument("--max-latency", type=float, default=3.0, help="seconds a spontaneous change may take")
     parser.add_argument("--time-tolerance", type=float, default=2.0, help="seconds a time tag may be off")
+    parser.add_argument("--tls-cert", metavar="FILE", default=None, help="this master's certificate (104 over TLS)")
+    parser.add_argument("--tls-key", metavar="FILE", default=None, help="its private key")
+    parser.add_argument("--tls-ca", metavar="FILE", default=None, help="CA the outstation's certificate must chain to")
+    parser.add_argument("--tls-server-name", metavar="NAME", default=None,
+                        help="name checked against the outstation's certificate (default: the target host)")

@@ -2,7 +2,7 @@
 
 from typing import Any, Iterable
 
-from gateway.config.iec104 import MasterGroup, PointMap
+from gateway.config.iec104 import CommandPolicy, MasterGroup, PointMap
 from gateway.config.profile import PointSpec
 from gateway.interfaces import Device
 
@@ -60,6 +60,7 @@ def _ioa_problems(group: MasterGroup, loc: tuple) -> list[Problem]:
     owners: dict[int, str] = {}
     problems: list[Problem] = []
     claims = [(loc + ("points", i, "ioa"), m.ioa, m.point) for i, m in enumerate(group.points)]
+    claims += [(loc + ("commands", i, "ioa"), c.ioa, f"command {c.point}") for i, c in enumerate(group.commands)]
     claims += [(loc + ("comm_status", d), ioa, f"comm status of {d}") for d, ioa in group.comm_status.items()]
     claims += [(loc + (key,), ioa, key) for key, ioa in (("buffer_overflow_ioa", group.buffer_overflow_ioa),
                                                         ("clock_alarm_ioa", group.clock_alarm_ioa)) if ioa]
@@ -68,3 +69,43 @@ def _ioa_problems(group: MasterGroup, loc: tuple) -> list[Problem]:
             problems.append((where, f"duplicate IOA {ioa} ({what}; already {owners[ioa]})"))
         owners.setdefault(ioa, what)
     return problems
+
+
+def command_problems(groups: list[MasterGroup], policies: list[CommandPolicy], devices: Iterable[Device]) -> list[Problem]:
+    """Command tables, policies and fail-safe writes that cannot work as written."""
+    specs = {f"{d.name}.{p.id}": p for d in devices for p in d.profile.points}
+    names = {g.name: g for g in groups}
+    problems: list[Problem] = []
+    for g, group in enumerate(groups):
+        monitored = {m.ioa for m in group.points}
+        for i, command in enumerate(group.commands):
+            loc = ("master_groups", g, "commands", i)
+            problems += _writable(specs, command.point, loc + ("point",))
+            if command.related_ioa is not None and command.related_ioa not in monitored:
+                problems.append((loc + ("related_ioa",), f"IOA {command.related_ioa} is not a monitored point of group {group.name!r}"))
+        if group.failsafe:
+            for i, write in enumerate(group.failsafe.writes):
+                loc = ("master_groups", g, "failsafe", "writes", i)
+                problems += _writable(specs, write.point, loc + ("point",), write.value)
+    for i, policy in enumerate(policies):
+        loc = ("command_policy", i)
+        problems += _writable(specs, policy.point, loc + ("point",))
+        for name in policy.groups:
+            if name not in names:
+                problems.append((loc + ("groups",), f"no master group {name!r}"))
+            elif policy.timeout_s >= names[name].timers.t1:
+                problems.append((loc + ("timeout_s",), f"{policy.timeout_s:g} s is not under t1 ({names[name].timers.t1:g} s) of group {name!r}"))
+        problems += [(loc + ("interlocks", k, "point"), f"no point {lock.point!r} in this site")
+                     for k, lock in enumerate(policy.interlocks) if lock.point not in specs]
+    return problems
+
+
+def _writable(specs: dict[str, PointSpec], point: str, loc: tuple, value: float | None = None) -> list[Problem]:
+    spec = specs.get(point)
+    if spec is None:
+        return [(loc, f"no point {point!r} in this site")]
+    if spec.writable is None:
+        return [(loc, f"{point} is not writable (its profile gives no writable limits)")]
+    if value is not None and not spec.writable.min <= value <= spec.writable.max:
+        return [(loc, f"{value:g} is outside {point}'s limits [{spec.writable.min:g}, {spec.writable.max:g}]")]
+    return []

@@ -26,15 +26,20 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 import c104
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 
+from gateway.commands.audit import FAILSAFE as FAILSAFE_EVENT
+from gateway.commands.audit import AuditLog
+from gateway.commands.gate import FAILSAFE, CommandGate, CommandRequest
 from gateway.config.iec104 import TIME_TAGGED, MasterGroup, PointMap
 from gateway.interfaces import ONLINE_POINT
 from gateway.model import Quality, Sample, point_id
+from gateway.northbound.commanding import CommandPoints
 from gateway.northbound.information import information
 from gateway.northbound.spontaneous import SpontaneousFilter
+from gateway.northbound.tls import server_security
 from gateway.northbound.wiretime import WireClock
 from gateway.points import PointTable
 from gateway.spool import Spool, SpooledSample
@@ -50,8 +55,11 @@ class GroupOutstation:
     """The outstation of one master group: c104 server, GI image, event buffer, paced sender."""
 
     def __init__(self, group: MasterGroup, table: PointTable, events: Spool, reactor: Any,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, gate: CommandGate | None = None,
+                 audit: AuditLog | None = None) -> None:
         self.group = group
+        self._gate = gate
+        self._audit = audit
         self._table = table
         self._events = events
         self._reactor = reactor
@@ -68,6 +76,8 @@ class GroupOutstation:
         self._was_active = False
         self._initialised = False
         self._bad_clock: set[int] = set()
+        self._absent_since: float | None = None
+        self._failsafe_fired = False
         self.counters = {"events": 0, "sent": 0, "refused_masters": 0, "clock_syncs": 0}
 
     @inlineCallbacks
@@ -94,8 +104,9 @@ class GroupOutstation:
 
     def _build_server(self) -> c104.Server:
         group = self.group
+        security = server_security(group.name, group.tls) if group.tls else None
         server = c104.Server(ip=group.bind, port=group.port, tick_rate_ms=50,
-                             max_connections=group.max_connections)
+                             max_connections=group.max_connections, transport_security=security)
         params = server.protocol_parameters
         timers = group.timers
         params.send_window_size, params.receive_window_size = timers.k, timers.w
@@ -109,6 +120,8 @@ class GroupOutstation:
         for device, ioa in group.comm_status.items():
             self._add(station, ioa, "M_SP_TB_1", c104.SingleInfo(on=False, quality=c104.Quality(START_QUALITY),
                                                                  recorded_at=self._wire.to_c104(self._clock())))
+        if group.commands and self._gate is not None and self._audit is not None:
+            CommandPoints(group, self._gate, self._audit, self._reactor, self._wire).add_to(server, station)
         for name in ("buffer_overflow_ioa", "clock_alarm_ioa"):
             ioa = getattr(group, name)
             if ioa:
@@ -196,7 +209,9 @@ class GroupOutstation:
         server = self._server
         if server is None or not server.has_active_connections:
             self._was_active = False
+            self._watch_absence()
             return
+        self._absent_since, self._failsafe_fired = None, False
         if not self._was_active:
             self._activated()
         budget = max(1, int(self.group.event_buffer.send_rate * TICK_S))
@@ -205,6 +220,23 @@ class GroupOutstation:
             self._events.delete_through(events[-1].id)
             self.counters["sent"] += len(events)
         self._set_alarm("buffer_overflow_ioa", self._events.stats()["dropped_overflow"] > 0 and self._events.depth() > 0)
+
+    def _watch_absence(self) -> None:
+        """Fire the fail-safe once every master has been gone for ``failsafe.after_s``."""
+        failsafe = self.group.failsafe
+        if failsafe is None or self._gate is None or self._failsafe_fired:
+            return
+        now = self._clock()
+        self._absent_since = self._absent_since or now
+        if now - self._absent_since < failsafe.after_s:
+            return
+        self._failsafe_fired = True
+        log.warning("104 group %s: no master for %.0f s, fail-safe writes %s", self.group.name,
+                    now - self._absent_since, ", ".join(f"{w.point}={w.value:g}" for w in failsafe.writes))
+        if self._audit is not None:
+            self._audit.append(FAILSAFE_EVENT, group=self.group.name, absent_s=round(now - self._absent_since, 3))
+        for write in failsafe.writes:
+            self._gate.submit(CommandRequest(self.group.name, write.point, write.value, origin=FAILSAFE))
 
     def _activated(self) -> None:
         self._was_active = True

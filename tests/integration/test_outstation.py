@@ -8,19 +8,15 @@ import pytest
 import pytest_twisted
 import yaml
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from gateway.config.loader import load_site
 from gateway.demo import free_ports
-from gateway.interfaces import load_plugins
 from gateway.model import Quality, Sample
-from gateway.northbound.wiretime import WireClock
-from gateway.runner import start_simulators
-from gateway.service import Gateway
 from gateway.northbound.dispatchcheck import Arrival
 from gateway.northbound.recordingmaster import RecordingMaster
+from gateway.northbound.wiretime import WireClock
+from tests.integration.sites import until
 
 pytestmark = pytest.mark.integration
 CA = 7
@@ -60,89 +56,14 @@ def _all_points(devices: int, points: int, type_: str = "M_ME_NC_1", base: int =
             for n in range(devices) for i in range(points)]
 
 
-class Running:
-    """A site's simulators and gateway on the test reactor."""
-
-    def __init__(self, site_path: Path) -> None:
-        self.plugins = load_plugins()
-        self.site = load_site(site_path, self.plugins)
-        self.simulators: list = []
-        self.gateway: Gateway | None = None
-
-    @inlineCallbacks
-    def start(self) -> Any:
-        self.simulators = yield start_simulators(reactor, self.site, self.plugins)
-        yield self.start_gateway()
-
-    @inlineCallbacks
-    def start_gateway(self) -> Any:
-        self.gateway = Gateway(self.site, self.plugins, reactor)
-        yield self.gateway.startService()
-
-    def all_good(self) -> bool:
-        """Every profile point of every device has a good sample."""
-        table = self.gateway.table
-        return all((s := table.get(f"{d.name}.{p.id}")) is not None and s.quality == Quality.GOOD
-                   for d in self.site.devices for p in d.profile.points)
-
-    @inlineCallbacks
-    def stop(self) -> Any:
-        if self.gateway is not None and self.gateway.running:
-            yield self.gateway.stopService()
-        for simulator in self.simulators:
-            yield simulator.stop()
-
-
-@pytest.fixture
-def running(tmp_path: Path):
-    """Factory: start a site written by the test; everything is stopped afterwards."""
-    started: list[Running] = []
-
-    def start(site_path: Path) -> Any:
-        run = Running(site_path)
-        started.append(run)
-        return run.start().addCallback(lambda _: run)
-
-    yield start
-    for run in started:
-        pytest_twisted.blockon(run.stop())
-
-
-def _until(predicate, timeout_s: float = 10.0) -> Any:
-    """Poll ``predicate()`` on the reactor every 50 ms until it holds."""
-    @inlineCallbacks
-    def loop() -> Any:
-        deadline = time.monotonic() + timeout_s
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout_s} s")
-            yield deferLater(reactor, 0.05, lambda: None)
-    return loop()
-
-
-@pytest.fixture
-def master_factory():
-    """Factory of connected test masters; stopped afterwards."""
-    masters: list[RecordingMaster] = []
-
-    def make(port: int, timeout_s: float = 10.0) -> RecordingMaster:
-        master = RecordingMaster("127.0.0.1", port, CA, timeout_s)
-        masters.append(master)
-        return master
-
-    yield make
-    for master in masters:
-        master.close()
-
-
 @pytest_twisted.inlineCallbacks
 def test_gi_returns_every_point_with_value_and_quality(tmp_path: Path, running, master_factory) -> Iterator:
     """GI of 1,000 mapped points (10 devices x 100): every IOA arrives once, right type, value and good quality."""
     [port] = free_ports(1)
     status = {f"d{n}": 5001 + n for n in range(10)}
     run = yield running(_site(tmp_path, 10, 100, [_group("dispatch", port, _all_points(10, 100), comm_status=status)]))
-    yield _until(run.all_good)
-    master = master_factory(port)
+    yield until(run.all_good)
+    master = master_factory(port, CA)
     assert (yield deferToThread(master.connect))
     assert (yield deferToThread(master.interrogate)) is None
     yield deferToThread(master.wait_for, lambda: len(received(master, lambda r: r.cot == "INTERROGATED_BY_STATION")) >= 1010, 10)
@@ -161,8 +82,8 @@ def test_offline_device_goes_nt_then_iv_and_recovers(tmp_path: Path, running, ma
     [port] = free_ports(1)
     run = yield running(_site(tmp_path, 2, 3, [_group("dispatch", port, _all_points(2, 3, "M_ME_TF_1"),
                                                       comm_status={"d0": 101, "d1": 102})]))
-    yield _until(run.all_good)
-    master = master_factory(port)
+    yield until(run.all_good)
+    master = master_factory(port, CA)
     assert (yield deferToThread(master.connect))
     yield run.simulators[0].fault("d0", "silence")
     spont = lambda ioa: [r.quality for r in _spontaneous(master, ioa)]
@@ -181,8 +102,8 @@ def test_burst_of_10000_changes_arrives_complete_and_in_order(tmp_path: Path, ru
     """10,000 changes published at once all reach the master, in order, each with its own time tag."""
     [port] = free_ports(1)
     run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 900, "type": "M_ME_TF_1"}])]))
-    yield _until(run.all_good)
-    master = master_factory(port)
+    yield until(run.all_good)
+    master = master_factory(port, CA)
     assert (yield deferToThread(master.connect))
     start = time.time() - 100
     burst = [Sample("d0.r000", float(i), Quality.GOOD, start + i / 100, start + i / 100) for i in range(1, 10_001)]
@@ -205,8 +126,8 @@ def test_master_away_30s_gets_every_buffered_event_in_order(tmp_path: Path, runn
     """A 30 s master disconnect with changes meanwhile: every buffered event replayed in order with its time tag."""
     [port] = free_ports(1)
     run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 900, "type": "M_ME_TF_1"}])]))
-    yield _until(run.all_good)
-    master = master_factory(port)
+    yield until(run.all_good)
+    master = master_factory(port, CA)
     assert (yield deferToThread(master.connect))
     yield deferToThread(master.close)
     away = []
@@ -215,7 +136,7 @@ def test_master_away_30s_gets_every_buffered_event_in_order(tmp_path: Path, runn
         run.gateway.table.publish([sample])
         away.append(sample)
         yield deferLater(reactor, 1.0, lambda: None)
-    again = master_factory(port)
+    again = master_factory(port, CA)
     assert (yield deferToThread(again.connect))
     yield deferToThread(again.wait_for, lambda: 1029.0 in [r.value for r in _spontaneous(again, 900)], 15)
     replay = [r for r in _spontaneous(again, 900) if r.value >= 1000.0]
@@ -229,13 +150,13 @@ def test_restart_while_master_away_loses_no_buffered_event(tmp_path: Path, runni
     """Events buffered while no master is connected survive a gateway restart and are sent afterwards."""
     [port] = free_ports(1)
     run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 900, "type": "M_ME_TF_1"}])]))
-    yield _until(run.all_good)
+    yield until(run.all_good)
     now = time.time()
     away = [Sample("d0.r000", 2000.0 + i, Quality.GOOD, now + i / 10, now + i / 10) for i in range(50)]
     run.gateway.table.publish(away)
     yield run.gateway.stopService()
     yield run.start_gateway()
-    master = master_factory(port)
+    master = master_factory(port, CA)
     assert (yield deferToThread(master.connect))
     yield deferToThread(master.wait_for, lambda: 2049.0 in [r.value for r in _spontaneous(master, 900)], 15)
     assert [r.value for r in _spontaneous(master, 900) if r.value >= 2000.0] == [s.value for s in away]
@@ -250,10 +171,10 @@ def test_two_groups_each_see_only_their_own_table(tmp_path: Path, running, maste
                                       {"point": "d0.r001", "ioa": 16386, "type": "M_ME_NC_1"}]),
         _group("regional", port_b, [{"point": "d0.r002", "ioa": 100, "type": "M_ME_NB_1", "multiplier": 0.4},
                                     {"point": "d0.r003", "ioa": 101, "type": "M_ME_NC_1"}])]))
-    yield _until(run.all_good)
+    yield until(run.all_good)
     seen = {}
     for name, port in (("provincial", port_a), ("regional", port_b)):
-        master = master_factory(port)
+        master = master_factory(port, CA)
         assert (yield deferToThread(master.connect))
         assert (yield deferToThread(master.interrogate)) is None
         yield deferLater(reactor, 0.3, lambda: None)
@@ -268,7 +189,7 @@ def test_master_from_a_non_allowed_ip_is_refused(tmp_path: Path, running, master
     [port] = free_ports(1)
     run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 1, "type": "M_ME_NC_1"}],
                                                       allowed_masters=["127.0.0.9"])]))
-    master = master_factory(port, timeout_s=2.0)
+    master = master_factory(port, CA, timeout_s=2.0)
     assert (yield deferToThread(master.connect)) is None
     assert run.gateway.outstations[0].stats()["refused_masters"] >= 1
 
@@ -280,14 +201,14 @@ def test_counter_interrogation_and_clock_sync(tmp_path: Path, running, master_fa
     run = yield running(_site(tmp_path, 1, 2, [_group("dispatch", port, [
         {"point": "d0.r000", "ioa": 25601, "type": "M_IT_NA_1"}, {"point": "d0.r001", "ioa": 16385, "type": "M_ME_NC_1"}],
         clock_alarm_ioa=12546, clock_sync={"alarm_offset_s": "1s"})]))
-    yield _until(run.all_good)
-    master = master_factory(port)
+    yield until(run.all_good)
+    master = master_factory(port, CA)
     assert (yield deferToThread(master.connect))
     assert (yield deferToThread(master.counter_interrogate)) is None
     counters = received(master, lambda r: r.ioa == 25601 and r.cot.startswith("REQUESTED_BY_GENERAL_COUNTER"))
     assert counters and counters[-1].value == 0
     assert (yield deferToThread(master.clock_sync)) is None
-    yield _until(lambda: run.gateway.outstations[0].stats()["clock_syncs"] == 1)
+    yield until(lambda: run.gateway.outstations[0].stats()["clock_syncs"] == 1)
     alarm = run.gateway.outstations[0]
     alarm._clock_synced("127.0.0.1", time.time() + 30, time.time())  # a master 30 s ahead
     yield deferToThread(master.wait_for, lambda: any(r.ioa == 12546 and r.value is True for r in master.arrivals()), 5)

@@ -1,0 +1,123 @@
+"""IEC 62351-3 TLS of a master group: checks at load time, expiry warnings, the c104 configuration.
+
+c104 (lib60870 + mbedTLS) does the TLS itself: mutual authentication with the masters'
+certificates checked against the group's CA (chain and validity time), optionally only pinned
+master certificates, TLS 1.2 or 1.3. What c104 cannot tell before a master connects (a missing
+file, a key that is not the certificate's, an expired certificate) is found here when the site
+is loaded, so ``gridgate check`` fails on it and ``gridgate run`` never starts with it.
+c104 offers no CRL checking and no security-event callback (research/domain.md section 2.1).
+"""
+
+import datetime
+import logging
+from pathlib import Path
+from typing import Any
+
+from gateway.certs import CertError, common_name, days_left, expiry_text, key_matches, load_cert, load_key, utcnow
+from gateway.config.iec104 import MasterGroup, TlsSpec
+
+log = logging.getLogger(__name__)
+
+Problem = tuple[tuple[Any, ...], str]
+
+
+def with_absolute_paths(groups: list[MasterGroup], folder: Path) -> list[MasterGroup]:
+    """The groups with every TLS path resolved against ``folder`` (the site file's folder)."""
+    def absolute(name: str) -> str:
+        return str((folder / name).resolve())
+
+    return [g if g.tls is None else g.model_copy(update={"tls": g.tls.model_copy(update={
+        "cert": absolute(g.tls.cert), "key": absolute(g.tls.key), "ca": absolute(g.tls.ca),
+        "pinned_masters": [absolute(p) for p in g.tls.pinned_masters]})}) for g in groups]
+
+
+def tls_problems(groups: list[MasterGroup], now: datetime.datetime | None = None) -> list[Problem]:
+    """Unreadable files, a key that does not fit, an expired or not yet valid certificate or CA."""
+    now = now or utcnow()
+    problems: list[Problem] = []
+    for g, group in enumerate(groups):
+        if group.tls is None:
+            continue
+        loc, tls = ("master_groups", g, "tls"), group.tls
+        cert = _check_cert(tls.cert, "server certificate", loc + ("cert",), now, problems)
+        _check_cert(tls.ca, "CA certificate", loc + ("ca",), now, problems)
+        for i, pinned in enumerate(tls.pinned_masters):
+            _check_cert(pinned, "pinned master certificate", loc + ("pinned_masters", i), None, problems)
+        try:
+            key = load_key(tls.key)
+        except CertError as exc:
+            problems.append((loc + ("key",), str(exc)))
+            continue
+        if cert is not None and not key_matches(cert, key):
+            problems.append((loc + ("key",), f"{tls.key} is not the private key of {tls.cert}"))
+    return problems
+
+
+def _check_cert(path: str, what: str, loc: tuple, now: datetime.datetime | None, problems: list[Problem]) -> Any:
+    """The certificate at ``path``, or None after adding why it is unusable; ``now`` None skips validity."""
+    try:
+        cert = load_cert(path)
+    except CertError as exc:
+        problems.append((loc, str(exc)))
+        return None
+    if now is not None and cert.not_valid_after_utc <= now:
+        problems.append((loc, f"{what} {common_name(cert.subject)} {expiry_text(cert, now)}: masters will refuse it"))
+    elif now is not None and cert.not_valid_before_utc > now:
+        problems.append((loc, f"{what} {common_name(cert.subject)} is not valid before "
+                              f"{cert.not_valid_before_utc.isoformat()} (check the clock)"))
+    return cert
+
+
+def summary(tls: TlsSpec, now: datetime.datetime | None = None) -> str:
+    """One line for ``gridgate check``: certificate, CA, who may connect, TLS versions."""
+    parts = []
+    for what, path in (("server cert", tls.cert), ("CA", tls.ca)):
+        try:
+            cert = load_cert(path)
+        except CertError as exc:
+            parts.append(f"{what}: {exc}")
+            continue
+        soon = " WARNING: within warn_days" if 0 <= days_left(cert, now) < tls.warn_days else ""
+        parts.append(f"{what} {common_name(cert.subject)}, {expiry_text(cert, now)}{soon}")
+    masters = f"{len(tls.pinned_masters)} pinned master certificate(s)" if tls.pinned_masters else "any master certificate of the CA"
+    return f"TLS: {'; '.join(parts)}; accepts {masters}, TLS >= {tls.min_version}"
+
+
+def log_expiry(group: str, tls: TlsSpec, now: datetime.datetime | None = None) -> None:
+    """WARNING for each certificate expiring within ``warn_days``, ERROR for each already expired."""
+    now = now or utcnow()
+    named = [("server certificate", tls.cert), ("CA certificate", tls.ca)]
+    named += [("pinned master certificate", p) for p in tls.pinned_masters]
+    for what, path in named:
+        try:
+            cert = load_cert(path)
+        except CertError as exc:
+            log.error("104 group %s: TLS %s: %s", group, what, exc)
+            continue
+        left = days_left(cert, now)
+        if cert.not_valid_after_utc <= now:
+            log.error("104 group %s: TLS %s %s (%s) %s", group, what, common_name(cert.subject), path, expiry_text(cert, now))
+        elif left < tls.warn_days:
+            log.warning("104 group %s: TLS %s %s (%s) %s: renew it (gridgate certs issue)", group, what,
+                        common_name(cert.subject), path, expiry_text(cert, now))
+
+
+def server_security(group: str, tls: TlsSpec) -> Any:
+    """The group's ``c104.TransportSecurity``, after logging what it accepts and any certificate expiring soon."""
+    log_expiry(group, tls)
+    log.info("104 group %s: TLS >= %s, masters need a certificate %s", group, tls.min_version,
+             f"pinned in tls.pinned_masters ({len(tls.pinned_masters)})" if tls.pinned_masters else f"issued by {tls.ca}")
+    return transport_security(tls)
+
+
+def transport_security(tls: TlsSpec) -> Any:
+    """The ``c104.TransportSecurity`` of a group: validate chain and time, pin masters when listed."""
+    import c104  # pylint: disable=import-outside-toplevel  (config loading does not need c104)
+    security = c104.TransportSecurity(validate=True, only_known=bool(tls.pinned_masters))
+    security.set_certificate(cert=tls.cert, key=tls.key)
+    security.set_ca_certificate(cert=tls.ca)
+    for pinned in tls.pinned_masters:
+        security.add_allowed_remote_certificate(cert=pinned)
+    minimum = c104.TlsVersion.TLS_1_3 if tls.min_version == "1.3" else c104.TlsVersion.TLS_1_2
+    security.set_version(min=minimum, max=c104.TlsVersion.TLS_1_3)
+    return security
