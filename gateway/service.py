@@ -178,5 +178,7 @@ def _command_path(site: Site, table: PointTable, drivers: list[IDriver]) -> tupl
     if not any(g.commands or g.failsafe for g in spec.master_groups):
         return None, None
     audit = AuditLog(spec.audit.path, spec.audit.hash)
+    if audit.problem:
+        log.error("audit log %s cannot be continued, every command will be refused: %s", spec.audit.path, audit.problem)
     by_device = {name: driver for driver in drivers for name in driver.devices}
     return audit, CommandGate(spec.command_policy, site.devices, table, by_device, audit)

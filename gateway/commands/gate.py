@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 
 from gateway.commands.audit import (CONFIRMED, FAILED, READ_BACK, RECEIVED, REFUSED, WRITTEN, AuditLog,
                                     new_command_id)
@@ -68,9 +68,21 @@ class CommandGate:
         self._state: dict[str, _PointState] = {}
         self._busy: set[str] = set()
 
+    def submit(self, request: CommandRequest) -> Deferred:
+        """Check and execute ``request``; fires True once the device confirmed, False otherwise.
+
+        Never fails: an audit log that cannot be written (disk, broken chain) refuses the
+        command, because an unaudited command must not reach a device.
+        """
+        return self._submit(request).addErrback(self._unaudited, request)
+
+    def _unaudited(self, failure: Any, request: CommandRequest) -> bool:
+        log.error("command %s=%s from %s refused: %s", request.point, request.value, request.group,
+                  failure.getErrorMessage())
+        return False
+
     @inlineCallbacks
-    def submit(self, request: CommandRequest) -> Any:
-        """Check and execute ``request``; fires True once the device confirmed, False otherwise."""
+    def _submit(self, request: CommandRequest) -> Any:
         cid = new_command_id()
         self._audit.append(RECEIVED, command=cid, **_fields(request))
         device = request.point.split(".", 1)[0]

@@ -137,8 +137,6 @@ class DispatchTest:
     def _close_tunnel(self) -> None:
         if self._tunnel is not None:
             self._tunnel.stop()
-            if self._tunnel.sessions:
-                self.result.notes.append(f"TLS: {self._tunnel.sessions[0]} through a local tunnel")
 
     def _link(self, name: str, problem: Optional[str], seconds: float = 0.0, unchecked: bool = False) -> None:
         verdict = Verdict.UNCHECKED if unchecked else (Verdict.FAIL if problem else Verdict.PASS)
@@ -165,6 +163,8 @@ class DispatchTest:
             self._no_connection(f"no connection to {self.result.target} within {self.options.timeout_s:g} s {why}")
             return False
         self._link("connect", None, opened)
+        if self._tunnel is not None and self._tunnel.sessions:
+            self.result.notes.append(f"connected over {self._tunnel.sessions[-1]} (through a local TLS tunnel)")
         return True
 
     def _no_connection(self, why: str) -> None:

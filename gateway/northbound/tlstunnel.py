@@ -108,12 +108,15 @@ class TlsTunnel:
         try:
             loop.run_forever()
         finally:
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
-            loop.run_until_complete(self._server.wait_closed())
+            loop.run_until_complete(self._close())
             loop.close()
+
+    async def _close(self) -> None:
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
 
     def _failed(self, text: str) -> None:
         with self._lock:
