@@ -55,7 +55,8 @@ def cmd_check(args: argparse.Namespace) -> int:
               f"{len(device.profile.points)} points every {device.poll_s:g} s")
     for group in site.spec.master_groups:
         print(f"  IEC 104 group {group.name}: {group.bind}:{group.port}, common address {group.common_address}, "
-              f"{len(group.points)} points, {len(group.comm_status)} comm-status points, wire time {group.wire_time_zone}")
+              f"{len(group.points)} points, {len(group.comm_status)} comm-status points, {len(group.commands)} commands, "
+              f"wire time {group.wire_time_zone}" + (f", fail-safe after {group.failsafe.after_s:g} s" if group.failsafe else ""))
         if group.tls is not None:
             from gateway.northbound.tls import summary as tls_summary
             print(f"    {tls_summary(group.tls)}")

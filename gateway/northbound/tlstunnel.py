@@ -155,13 +155,18 @@ class TlsTunnel:
                 writer.close()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: str) -> None:
+        moved = 0
         try:
             while chunk := await reader.read(CHUNK):
+                moved += len(chunk)
                 writer.write(chunk)
                 await writer.drain()
         except OSError as exc:
-            if direction == "from":  # the outstation ended the TLS session: often a refused certificate (TLS 1.3)
-                self._failed(f"TLS session with {self.target[0]}:{self.target[1]} ended: {_reason(exc)}")
+            if direction == "from":
+                # TLS 1.3: the client's handshake is done before the server checks the client certificate,
+                # so a refused certificate shows up as an alert on the first read
+                hint = " before any 104 data (did the outstation refuse this master's certificate?)" if not moved else ""
+                self._failed(f"TLS session with {self.target[0]}:{self.target[1]} ended: {_reason(exc)}{hint}")
 
 
 def _reason(exc: BaseException) -> str:

@@ -53,3 +53,15 @@ def test_the_readme_example_site_is_valid(tmp_path: Path) -> None:
     result = _gridgate("check", str(CASES.parents[1].parent / "examples" / "ess-site.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "IEC 104 group provincial: 127.0.0.1:2404" in result.stdout
+
+
+def test_check_names_every_command_problem(tmp_path: Path) -> None:
+    """Command tables, policies and fail-safe writes that cannot work are each named with file:line."""
+    site = CASES / "commands-site.yaml"
+    result = _gridgate("check", str(site), cwd=tmp_path)
+    assert result.returncode == 1
+    expected = [(14, "not writable"), (15, "not a monitored point"), (16, "duplicate IOA 16385"),
+                (19, "outside pcs1.active_power_setpoint's limits"), (22, "no master group 'regional'"),
+                (25, "not under t1")]
+    for line, words in expected:
+        assert any(row.startswith(f"{site}:{line}:") and words in row for row in result.stderr.splitlines()), (line, result.stderr)
