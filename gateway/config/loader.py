@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.config.profile import ProfileSpec
 from gateway.config.site import SiteSpec
 from gateway.config.source import ConfigErrors, ConfigProblem, dotted, line_of, load_yaml
-from gateway.interfaces import Device, DriverPlugin
+from gateway.interfaces import Device, DriverPlugin, group_by_protocol
 from gateway.northbound.mapping import command_problems, group_problems
 from gateway.northbound.tls import tls_problems, with_absolute_paths
 
@@ -186,10 +186,7 @@ def _site_problems(devices: list[Device], spec: SiteSpec, tree: Any, file: str,
         if index[entry.name] != i:
             problems.append(ConfigProblem(file, line_of(tree, ("devices", i, "name")), f"devices[{i}].name",
                                           f"duplicate device name {entry.name!r}"))
-    by_protocol: dict[str, list[Device]] = {}
-    for device in devices:
-        by_protocol.setdefault(device.profile.protocol, []).append(device)
-    for protocol, group in by_protocol.items():
+    for protocol, group in group_by_protocol(devices).items():
         for name, message in plugins[protocol].site_problems(group):
             loc = ("devices", index[name])
             problems.append(ConfigProblem(file, line_of(tree, loc), dotted(loc), message))
