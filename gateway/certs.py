@@ -158,6 +158,18 @@ def load_cert(path: Union[str, Path]) -> x509.Certificate:
         raise CertError(f"{path} is not a PEM certificate") from None
 
 
+def load_certs(path: Union[str, Path]) -> list[x509.Certificate]:
+    """Every PEM certificate in ``path`` (a CA file may hold several during a CA change)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CertError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise CertError(f"{path} is not a PEM certificate") from None
+
+
 def load_key(path: Union[str, Path]) -> PrivateKey:
     """The unencrypted PEM private key in ``path``; CertError saying why not."""
     try:

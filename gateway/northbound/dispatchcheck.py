@@ -8,7 +8,8 @@ turns observations into verdicts, so every rule can be tested from hand-made dat
   with good quality (no IV, NT, OV), with the value the simulator served while the outstation
   answered, within a tolerance, after the type's encoding;
 * comm-status points are True, alarm points (buffer overflow, clock) are False when sent;
-* latency probes (planned in ``dispatchprobe``) are judged there; their results are kept here.
+* latency probes (planned in ``dispatchprobe``) are judged there; their results are kept here;
+* command round trips (planned in ``dispatchcommands``) likewise.
 
 A value check that could not be made is "not checked", never "passed".
 """
@@ -106,6 +107,24 @@ class Probe:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class CommandTrip:
+    """One command round trip: a safe value to a command IOA, and back (``dispatchcommands``)."""
+
+    point: str
+    ioa: int
+    type: str
+    mode: str                       # direct | select_execute
+    verdict: Verdict
+    message: str = ""
+    before: str = ""                # the target point's value before, as printed
+    sent: str = ""                  # the value the command carried (engineering units, wire value)
+    act_con_s: float | None = None  # ACT -> ACT_CON (the execute's, for select-before-operate)
+    act_term_s: float | None = None  # ACT -> ACT_TERM
+    device: str = ""                # what the simulated device served afterwards
+    restored: str = ""              # how the second command putting the value back went
+
+
 @dataclass
 class DispatchResult:
     """Everything a run concluded; the reports are drawn from it."""
@@ -116,6 +135,7 @@ class DispatchResult:
     started: float
     checks: list[Check] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)
+    commands: list[CommandTrip] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def count(self, verdict: Verdict) -> int:

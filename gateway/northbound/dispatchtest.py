@@ -5,8 +5,9 @@ holds. This tool does that from the site file: it connects as a c104 master to o
 group, interrogates (station GI, and counter interrogation when the table has counters), and
 checks every row (IOA, type, quality, value against the simulator's, comm status, alarms), the
 common address, that nothing outside the table is sent, how fast a provoked change arrives
-spontaneously, and that clock synchronisation is confirmed. Verdicts are in ``dispatchcheck``,
-reports in ``report``.
+spontaneously, that clock synchronisation is confirmed, and (unless --no-commands) one
+command round trip per command IOA with a safe value and back (``commandtrips``). Verdicts are
+in ``dispatchcheck``, reports in ``report``.
 
 Synchronous on purpose: it needs no reactor. The master (``recordingmaster``) and urllib block
 the calling thread; c104's own threads only record what arrives.
@@ -26,14 +27,16 @@ from zoneinfo import ZoneInfo
 
 from gateway.config.iec104 import TIME_TAGGED, MasterGroup
 from gateway.config.loader import Site
-from gateway.northbound.dispatchcheck import (GI_COT, VALUE_SLACK_S, Arrival, Check, DispatchResult, Expectation, Probe,
-                                              TagCheck, ValueHistory, Verdict, check_row, expectations,
-                                              unexpected_ioas)
+from gateway.northbound.dispatchcheck import (GI_COT, VALUE_SLACK_S, Arrival, Check, CommandTrip, DispatchResult,
+                                              Expectation, Probe, TagCheck, ValueHistory, Verdict, check_row,
+                                              expectations, unexpected_ioas)
 from gateway.northbound.dispatchprobe import ProbePlan, answer_to, latency_summary, plan_probes
 from gateway.northbound.wiretime import WireClock
 from gateway.northbound.recordingmaster import RecordingMaster
 from gateway.northbound.tlstunnel import TlsClientFiles, TlsTunnel, client_context
 from gateway.northbound.report import summary_text, write_html, write_junit
+from gateway.northbound.commandtrips import CommandTrips
+from gateway.northbound.dispatchcommands import trip_check, unchecked_trips
 
 SAMPLE_EVERY_S = 0.2
 MAX_PREROLL_S = 15.0
@@ -51,6 +54,7 @@ class Options:
     max_latency_s: float = 3.0
     time_tolerance_s: float = 2.0
     tls: Optional[TlsClientFiles] = None  # reach a 104-over-TLS outstation through a local tunnel
+    commands: bool = True  # a round trip per command IOA (--no-commands: reported "not checked")
 
 
 class ControlError(Exception):
@@ -121,6 +125,7 @@ class DispatchTest:
                 self._check_rows(session, window)
                 self._probe_latency(session)
                 self._clock_sync(session)
+                self._command_trips(session)
         finally:
             session.close()
             self._close_tunnel()
@@ -169,6 +174,7 @@ class DispatchTest:
 
     def _no_connection(self, why: str) -> None:
         self._link("connect", why)
+        self._report_trips(unchecked_trips(self.group.commands, "no connection: nothing sent"))
         for row in self.rows:
             self.result.checks.append(Check(row.suite, row.point, Verdict.UNCHECKED,
                                             f"{row.point} at IOA {row.ioa}: no connection",
@@ -290,6 +296,28 @@ class DispatchTest:
         self.result.checks.append(Check("link", "spontaneous latency", Verdict.FAIL if failed else Verdict.PASS,
                                         text, seconds=stats["max"] if stats else 0.0))
 
+    def _command_trips(self, session: RecordingMaster) -> None:
+        """A safe value to every command IOA and back (``commandtrips``), unless --no-commands."""
+        if not self.options.commands:
+            self._report_trips(unchecked_trips(self.group.commands, "not checked (--no-commands)"))
+            return
+        trips = CommandTrips(self.site, self.group, self._simulator_values, self.options.timeout_s)
+        self._report_trips(trips.run(session))
+        self.result.notes += trips.notes
+
+    def _report_trips(self, trips: list[CommandTrip]) -> None:
+        self.result.commands = trips
+        self.result.checks += [trip_check(trip) for trip in trips]
+
+    def _simulator_values(self) -> Optional[dict[str, Any]]:
+        """What the simulator serves now; None without one, or when it does not answer."""
+        if self.control is None:
+            return None
+        try:
+            return self.control.values()
+        except ControlError:
+            return None
+
     def _clock_sync(self, session: RecordingMaster) -> None:
         """C_CS_NA_1, unless the wire zone is not UTC now: c104 2.2.1 can only send this machine's
         clock as UTC fields, which such an outstation would read hours off (raising its clock
@@ -340,7 +368,8 @@ def main(site: Site, args: argparse.Namespace) -> int:
     from gateway.simcontrol import parse_hostport  # pylint: disable=import-outside-toplevel
     try:
         options = Options(args.group, parse_hostport(args.target), args.simulator, args.timeout,
-                          args.latency_points, args.max_latency, args.time_tolerance, tls_files(args))
+                          args.latency_points, args.max_latency, args.time_tolerance, tls_files(args),
+                          commands=not getattr(args, "no_commands", False))
         group = find_group(site, options.group)
     except (ValueError, OSError, UnknownGroup) as exc:  # ssl.SSLError is an OSError
         print(f"gridgate dispatch-test: {exc}", file=sys.stderr)
@@ -379,6 +408,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-points", type=int, default=20, help="points moved to time spontaneous changes")
     parser.add_argument("--max-latency", type=float, default=3.0, help="seconds a spontaneous change may take")
     parser.add_argument("--time-tolerance", type=float, default=2.0, help="seconds a time tag may be off")
+    parser.add_argument("--no-commands", action="store_true",
+                        help="send no commands (command IOAs are reported \"not checked\"); by default each command "
+                             "IOA gets a safe value (a small step within its limits and ramp) and the old value back")
     parser.add_argument("--tls-cert", metavar="FILE", default=None, help="this master's certificate (104 over TLS)")
     parser.add_argument("--tls-key", metavar="FILE", default=None, help="its private key")
     parser.add_argument("--tls-ca", metavar="FILE", default=None, help="CA the outstation's certificate must chain to")

@@ -5,7 +5,9 @@ c104 calls ``on_new_point`` with the type that arrived; the point is then create
 type. A later object at the IOA with another type is refused by c104 and reported through
 ``on_unexpected_message`` (``MISMATCHED_TYPE_ID``) with the message's type: both are recorded.
 Command confirmations (GI, counter interrogation, clock sync) are read from the raw frames
-(``on_receive_raw`` + ``c104.explain_bytes_dict``), since c104's calls return only a bool.
+(``on_receive_raw`` + ``c104.explain_bytes_dict``), since c104's calls return only a bool. So are
+the round trips of process commands (C_SC/C_DC/C_SE): the frames sent (``on_send_raw``) and
+received for them, with the S/E bit, give ACT -> ACT_CON -> ACT_TERM (``dispatchcommands.timeline``).
 
 c104 callbacks run on c104's threads: they copy plain values under a lock and wake waiters. The
 blocking calls (start, GI, clock sync, stop) run in the calling thread.
@@ -13,6 +15,7 @@ This module must not use ``from __future__ import annotations``: c104 checks cal
 annotations as real objects.
 """
 
+import datetime
 import socket
 import threading
 import time
@@ -21,10 +24,13 @@ from typing import Any, Callable, Optional
 import c104
 
 from gateway.northbound.dispatchcheck import Arrival
+from gateway.northbound.dispatchcommands import NORMALIZED, SCALED, CommandFrame, Timeline, timeline
 
 QUALITY_FLAGS = {"Invalid": "IV", "NonTopical": "NT", "Substituted": "SB", "Blocked": "BL",
                  "Overflow": "OV", "ElapsedTimeInvalid": "EI"}
 COUNTER_FLAGS = {"Invalid": "IV", "Adjusted": "CA", "Carry": "CY"}
+PROCESS_COMMANDS = frozenset({"C_SC_NA_1", "C_SC_TA_1", "C_DC_NA_1", "C_DC_TA_1", "C_SE_NA_1", "C_SE_TA_1",
+                              "C_SE_NB_1", "C_SE_TB_1", "C_SE_NC_1", "C_SE_TC_1"})
 
 
 def _flags(quality: Any) -> frozenset[str]:
@@ -48,6 +54,28 @@ def _plain(value: Any) -> Any:
     return int(value) if hasattr(value, "__int__") else str(value)
 
 
+def _select_bit(type_name: str, apdu: bytes) -> bool:
+    """The S/E bit of a single-object command: bit 7 of its qualifier, the last octet or the one
+    before the 7-octet CP56Time2a (c104's explanation does not carry it for setpoints; the
+    outstation side reads it the same way in ``commanding``)."""
+    qualifier = apdu[-8] if type_name.endswith(("TA_1", "TB_1", "TC_1")) else apdu[-1]
+    return bool(qualifier & 0x80)
+
+
+def _command_info(type_name: str, wire: Any, recorded_at: Optional[datetime.datetime]) -> c104.Information:
+    """The c104 command object carrying ``wire`` (as ``dispatchcommands.encode`` made it)."""
+    tag = {"recorded_at": recorded_at} if recorded_at is not None else {}
+    if type_name.startswith("C_SC"):
+        return c104.SingleCmd(on=bool(wire), **tag)
+    if type_name.startswith("C_DC"):
+        return c104.DoubleCmd(state=c104.Double.ON if wire == 2 else c104.Double.OFF, **tag)
+    if type_name in NORMALIZED:
+        return c104.NormalizedCmd(target=c104.NormalizedFloat(float(wire)), **tag)
+    if type_name in SCALED:
+        return c104.ScaledCmd(target=c104.Int16(int(wire)), **tag)
+    return c104.ShortCmd(target=float(wire), **tag)
+
+
 class RecordingMaster:
     """A c104 client on one connection, recording every information object it receives."""
 
@@ -57,6 +85,7 @@ class RecordingMaster:
         self._changed = threading.Condition(threading.RLock())
         self._arrivals: list[Arrival] = []
         self._commands: list[tuple[str, str, bool, float]] = []  # type, cot, negative, at
+        self._frames: list[CommandFrame] = []  # process commands, both directions
         self.foreign_cas: set[int] = set()
         self.unexpected: dict[tuple[str, str, str], set[int]] = {}  # (cause, type, cot) -> IOAs
         self._client = c104.Client(tick_rate_ms=50, command_timeout_ms=int(timeout_s * 1000))
@@ -66,6 +95,7 @@ class RecordingMaster:
         self.connection.add_station(common_address=common_address)
         self.connection.on_unexpected_message(callable=self._on_unexpected)
         self.connection.on_receive_raw(callable=self._on_raw)
+        self.connection.on_send_raw(callable=self._on_sent_raw)
 
     # -- c104 threads: copy plain values, wake waiters ------------------------------------------
 
@@ -99,6 +129,21 @@ class RecordingMaster:
             with self._changed:
                 self._commands.append((kind.name, frame["cot"].name, bool(frame.get("negative")), time.time()))
                 self._changed.notify_all()
+        self._command_frame("in", data, frame)
+
+    def _on_sent_raw(self, connection: c104.Connection, data: bytes) -> None:
+        self._command_frame("out", data, c104.explain_bytes_dict(apdu=data))
+
+    def _command_frame(self, direction: str, data: bytes, frame: dict) -> None:
+        kind = frame.get("type")
+        if not isinstance(kind, c104.Type) or kind.name not in PROCESS_COMMANDS:
+            return
+        recorded = CommandFrame(direction, kind.name, frame["cot"].name, bool(frame.get("negative")),
+                                _select_bit(kind.name, data), int(frame.get("firstInformationObjectAddress") or 0),
+                                time.time())
+        with self._changed:
+            self._frames.append(recorded)
+            self._changed.notify_all()
 
     def _record(self, arrival: Arrival) -> None:
         with self._changed:
@@ -163,6 +208,40 @@ class RecordingMaster:
         if terminated and not terminations:
             return f"{name} confirmed but not terminated (ACT_TERM) within {self._timeout_s:g} s"
         return None
+
+    def command_frames(self) -> list[CommandFrame]:
+        """Every process-command frame sent and received so far, oldest first."""
+        with self._changed:
+            return list(self._frames)
+
+    def send_command(self, ioa: int, type_name: str, wire: Any, select: bool,
+                     recorded_at: Optional[datetime.datetime] = None) -> Timeline:
+        """Send one process command (select-before-operate when ``select``) and wait until it is
+        refused, or confirmed and terminated, or the time is up; its timeline from the raw frames.
+
+        Raises ValueError (c104) when the command cannot be built or sent at all.
+        """
+        station = self.connection.get_station(self.common_address)
+        point = station.get_point(io_address=ioa)
+        if point is None:
+            mode = c104.CommandMode.SELECT_AND_EXECUTE if select else c104.CommandMode.DIRECT
+            point = station.add_point(io_address=ioa, type=getattr(c104.Type, type_name), command_mode=mode)
+        if point is None:
+            raise ValueError(f"c104 cannot add command point {type_name} at IOA {ioa}")
+        point.info = _command_info(type_name, wire, recorded_at)
+        since = time.time()
+        answered = point.transmit(cause=c104.Cot.ACTIVATION)
+        now = lambda: timeline(self._frames, ioa, since)
+        # the client may miss a fast reply (False after its timeout): the frames decide, not the bool
+        self.wait_for(lambda: now().confirmed or now().negative is not None, self._timeout_s if answered else 0.5)
+        with self._changed:
+            first = now()
+        if first.confirmed:
+            self.wait_for(lambda: now().settled, self._timeout_s)
+        elif first.negative is not None:  # a cause (UNKNOWN_IOA...) may follow in a frame of its own
+            self.wait_for(lambda: now().negative not in (None, "the command", "the select"), 0.2)
+        with self._changed:
+            return now()
 
     def interrogate(self) -> Optional[str]:
         """Station general interrogation; None once confirmed and terminated."""

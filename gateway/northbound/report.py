@@ -2,7 +2,9 @@
 
 JUnit: a testsuite per device plus "link" (connect, interrogations, common address, IOAs outside
 the table, latency, clock sync, group alarms); a testcase per table row whose failure message
-names point, IOA, expected and received. A check that could not be made is ``<skipped>``.
+names point, IOA, expected and received. A check that could not be made is ``<skipped>``. A
+"commands" suite has a testcase per command IOA: point, value sent, ACT_CON and ACT_TERM
+latency, the value the device served.
 
 HTML: one self-contained file (inline CSS and SVG, no scripts, nothing fetched) that can be
 mailed to the dispatch centre or attached to the commissioning record.
@@ -14,9 +16,10 @@ import socket
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
-from gateway.northbound.dispatchcheck import Check, DispatchResult, Probe, Verdict
+from gateway.northbound.dispatchcheck import Check, CommandTrip, DispatchResult, Probe, Verdict
+from gateway.northbound.dispatchcommands import command_latency_summary, latency_text
 from gateway.northbound.dispatchprobe import histogram, latency_summary
 
 _VERDICT_CLASS = {Verdict.PASS: "pass", Verdict.FAIL: "fail", Verdict.UNCHECKED: "skip"}
@@ -37,6 +40,18 @@ def _detail(check: Check) -> str:
     return "\n".join(lines) if check.ioa is not None else check.message
 
 
+def _ms(seconds: Optional[float]) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}"
+
+
+def _command_detail(trip: CommandTrip) -> str:
+    lines = [trip.message, f"point: {trip.point}", f"IOA: {trip.ioa}", f"type: {trip.type} ({trip.mode})",
+             f"value before: {trip.before or '-'}", f"value sent: {trip.sent or '-'}",
+             f"ACT_CON: {_ms(trip.act_con_s)} ms", f"ACT_TERM: {_ms(trip.act_term_s)} ms",
+             f"device value: {trip.device or '-'}", f"restored: {trip.restored or '-'}"]
+    return "\n".join(lines)
+
+
 def junit_tree(result: DispatchResult) -> ET.ElementTree:
     """The JUnit XML document of a run."""
     root = ET.Element("testsuites", name=f"gridgate dispatch-test {result.group}")
@@ -50,8 +65,9 @@ def junit_tree(result: DispatchResult) -> ET.ElementTree:
         for key, value in (("group", result.group), ("target", result.target),
                            ("common_address", str(result.common_address))):
             ET.SubElement(properties, "property", name=key, value=value)
+        trips = {t.ioa: t for t in result.commands} if suite_name == "commands" else {}
         for check in checks:
-            _testcase(suite, result.group, suite_name, check)
+            _testcase(suite, result.group, suite_name, check, trips.get(check.ioa))
         if suite_name == "link" and result.notes:
             ET.SubElement(suite, "system-out").text = "\n".join(result.notes)
     _totals(root)
@@ -59,13 +75,16 @@ def junit_tree(result: DispatchResult) -> ET.ElementTree:
     return ET.ElementTree(root)
 
 
-def _testcase(suite: ET.Element, group: str, suite_name: str, check: Check) -> None:
+def _testcase(suite: ET.Element, group: str, suite_name: str, check: Check, trip: Optional[CommandTrip] = None) -> None:
     case = ET.SubElement(suite, "testcase", classname=f"dispatch.{group}.{suite_name}", name=_case_name(check),
                          time=f"{check.seconds:.3f}")
     if check.verdict is Verdict.FAIL:
-        ET.SubElement(case, "failure", message=check.message, type="mismatch").text = _detail(check)
+        ET.SubElement(case, "failure", message=check.message,
+                      type="command" if trip else "mismatch").text = _command_detail(trip) if trip else _detail(check)
     elif check.verdict is Verdict.UNCHECKED:
         ET.SubElement(case, "skipped", message=check.message)
+    elif trip is not None:
+        ET.SubElement(case, "system-out").text = _command_detail(trip)
     elif check.message:
         ET.SubElement(case, "system-out").text = check.message
 
@@ -157,14 +176,30 @@ def _latency_section(result: DispatchResult) -> str:
             + _table(["IOA", "type", "point", "sim", "before", "set to", "latency s", "verdict", "detail"], rows))
 
 
+def _commands_section(result: DispatchResult) -> str:
+    if not result.commands:
+        return ""
+    rows = [_row([t.ioa, t.type, t.mode, t.point, t.sent or "-", _ms(t.act_con_s), _ms(t.act_term_s),
+                  t.device or "-", t.verdict.value, t.message], _VERDICT_CLASS[t.verdict], numeric=(0, 5, 6))
+            for t in result.commands]
+    return (f"<h2>Commands</h2><p>{len(result.commands)} command IOA(s), each sent a safe value (a small step within "
+            f"the point's limits and ramp, or its current state) and then the previous value: "
+            f"{_e(latency_text(command_latency_summary(result.commands)))}</p>"
+            + _table(["IOA", "type", "mode", "point", "value", "ACT_CON ms", "ACT_TERM ms", "device value",
+                      "verdict", "detail"], rows))
+
+
 def html_page(result: DispatchResult) -> str:
     """The self-contained HTML report of a run."""
     suites = result.suites()
     link = suites.pop("link", [])
+    suites.pop("commands", None)  # their own table
     outcome = "PASSED" if result.passed else "FAILED"
+    command_stats = command_latency_summary(result.commands)
+    commands = f"<span>commands: {_e(latency_text(command_stats))}</span>" if command_stats else ""
     summary = (f'<p class="summary"><span class="verdict {"pass" if result.passed else "fail"}">{outcome}</span>'
                f"<span>{result.count(Verdict.PASS)} passed</span><span>{result.count(Verdict.FAIL)} failed</span>"
-               f"<span>{result.count(Verdict.UNCHECKED)} not checked</span></p>")
+               f"<span>{result.count(Verdict.UNCHECKED)} not checked</span>{commands}</p>")
     link_rows = [_row([c.name, c.verdict.value, c.message or "-"], _VERDICT_CLASS[c.verdict])
                  for c in link if c.ioa is None]
     body = [f"<h1>IEC 104 dispatch test: group {_e(result.group)}</h1>",
@@ -177,6 +212,7 @@ def html_page(result: DispatchResult) -> str:
     if result.notes:
         body += ["<h2>Notes</h2><ul>", *(f"<li>{_e(n)}</li>" for n in result.notes), "</ul>"]
     body.append(_latency_section(result))
+    body.append(_commands_section(result))
     for device, checks in suites.items():
         body += [f"<h2>{_e(device)}</h2>", _points_table(checks)]
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>dispatch test {_e(result.group)}: '
@@ -203,6 +239,8 @@ def summary_text(result: DispatchResult, written: Sequence[str] = ()) -> str:
     if stats:
         lines.append(f"  latency ({len(result.probes)} points): min {stats['min']:.3f} s, p50 {stats['p50']:.3f} s, "
                      f"p95 {stats['p95']:.3f} s, max {stats['max']:.3f} s")
+    if command_stats := command_latency_summary(result.commands):
+        lines.append(f"  commands ({len(result.commands)} IOAs): {latency_text(command_stats)}")
     reasons = Counter(c.message.split(": ", 1)[-1] if c.ioa is not None else f"{c.name}: {c.message}"
                       for c in result.checks if c.verdict is Verdict.UNCHECKED)
     lines += [f"  not checked ({count}): {reason}" for reason, count in reasons.most_common(5)]

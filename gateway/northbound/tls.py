@@ -13,7 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from gateway.certs import CertError, common_name, days_left, expiry_text, key_matches, load_cert, load_key, utcnow
+from gateway.certs import (CertError, common_name, days_left, expiry_text, key_matches, load_cert, load_certs, load_key,
+                           utcnow)
 from gateway.config.iec104 import MasterGroup, TlsSpec
 
 log = logging.getLogger(__name__)
@@ -39,33 +40,37 @@ def tls_problems(groups: list[MasterGroup], now: datetime.datetime | None = None
         if group.tls is None:
             continue
         loc, tls = ("master_groups", g, "tls"), group.tls
-        cert = _check_cert(tls.cert, "server certificate", loc + ("cert",), now, problems)
-        _check_cert(tls.ca, "CA certificate", loc + ("ca",), now, problems)
+        served = _check_certs(tls.cert, "server certificate", loc + ("cert",), now, problems)
+        _check_certs(tls.ca, "CA certificate", loc + ("ca",), now, problems, every=True)
         for i, pinned in enumerate(tls.pinned_masters):
-            _check_cert(pinned, "pinned master certificate", loc + ("pinned_masters", i), None, problems)
+            _check_certs(pinned, "pinned master certificate", loc + ("pinned_masters", i), None, problems)
         try:
             key = load_key(tls.key)
         except CertError as exc:
             problems.append((loc + ("key",), str(exc)))
             continue
-        if cert is not None and not key_matches(cert, key):
+        if served and not key_matches(served[0], key):
             problems.append((loc + ("key",), f"{tls.key} is not the private key of {tls.cert}"))
     return problems
 
 
-def _check_cert(path: str, what: str, loc: tuple, now: datetime.datetime | None, problems: list[Problem]) -> Any:
-    """The certificate at ``path``, or None after adding why it is unusable; ``now`` None skips validity."""
+def _check_certs(path: str, what: str, loc: tuple, now: datetime.datetime | None, problems: list[Problem],
+                 every: bool = False) -> list[Any]:
+    """The certificate at ``path`` (``every``: all in the file), after adding why any is unusable;
+    ``now`` None skips the validity dates. Empty when the file cannot be read."""
     try:
-        cert = load_cert(path)
+        certs = load_certs(path) if every else [load_cert(path)]
     except CertError as exc:
         problems.append((loc, str(exc)))
-        return None
-    if now is not None and cert.not_valid_after_utc <= now:
-        problems.append((loc, f"{what} {common_name(cert.subject)} {expiry_text(cert, now)}: masters will refuse it"))
-    elif now is not None and cert.not_valid_before_utc > now:
-        problems.append((loc, f"{what} {common_name(cert.subject)} is not valid before "
-                              f"{cert.not_valid_before_utc.isoformat()} (check the clock)"))
-    return cert
+        return []
+    for cert in certs if now is not None else ():
+        if cert.not_valid_after_utc <= now:
+            problems.append((loc, f"{what} {common_name(cert.subject)} {expiry_text(cert, now)}: "
+                                  + ("remove it from the file" if len(certs) > 1 else "masters will refuse it")))
+        elif cert.not_valid_before_utc > now:
+            problems.append((loc, f"{what} {common_name(cert.subject)} is not valid before "
+                                  f"{cert.not_valid_before_utc.isoformat()} (check the clock)"))
+    return certs
 
 
 def summary(tls: TlsSpec, now: datetime.datetime | None = None) -> str:
@@ -73,12 +78,13 @@ def summary(tls: TlsSpec, now: datetime.datetime | None = None) -> str:
     parts = []
     for what, path in (("server cert", tls.cert), ("CA", tls.ca)):
         try:
-            cert = load_cert(path)
+            certs = load_certs(path) if what == "CA" else [load_cert(path)]
         except CertError as exc:
             parts.append(f"{what}: {exc}")
             continue
-        soon = " WARNING: within warn_days" if 0 <= days_left(cert, now) < tls.warn_days else ""
-        parts.append(f"{what} {common_name(cert.subject)}, {expiry_text(cert, now)}{soon}")
+        for cert in certs:
+            soon = " WARNING: within warn_days" if 0 <= days_left(cert, now) < tls.warn_days else ""
+            parts.append(f"{what} {common_name(cert.subject)}, {expiry_text(cert, now)}{soon}")
     masters = f"{len(tls.pinned_masters)} pinned master certificate(s)" if tls.pinned_masters else "any master certificate of the CA"
     return f"TLS: {'; '.join(parts)}; accepts {masters}, TLS >= {tls.min_version}"
 
@@ -90,16 +96,17 @@ def log_expiry(group: str, tls: TlsSpec, now: datetime.datetime | None = None) -
     named += [("pinned master certificate", p) for p in tls.pinned_masters]
     for what, path in named:
         try:
-            cert = load_cert(path)
+            certs = load_certs(path)
         except CertError as exc:
             log.error("104 group %s: TLS %s: %s", group, what, exc)
             continue
-        left = days_left(cert, now)
-        if cert.not_valid_after_utc <= now:
-            log.error("104 group %s: TLS %s %s (%s) %s", group, what, common_name(cert.subject), path, expiry_text(cert, now))
-        elif left < tls.warn_days:
-            log.warning("104 group %s: TLS %s %s (%s) %s: renew it (gridgate certs issue)", group, what,
-                        common_name(cert.subject), path, expiry_text(cert, now))
+        for cert in certs if what == "CA certificate" else certs[:1]:
+            if cert.not_valid_after_utc <= now:
+                log.error("104 group %s: TLS %s %s (%s) %s", group, what, common_name(cert.subject), path,
+                          expiry_text(cert, now))
+            elif days_left(cert, now) < tls.warn_days:
+                log.warning("104 group %s: TLS %s %s (%s) %s: renew it (certs/README.md, Rotation)", group, what,
+                            common_name(cert.subject), path, expiry_text(cert, now))
 
 
 def server_security(group: str, tls: TlsSpec) -> Any:

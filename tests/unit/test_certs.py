@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.certs import (CertError, days_left, describe, ekus, expiry_text, issue, key_matches, load_cert, load_key,
                            make_ca, sans, utcnow, write_pair)
-from gateway.config.iec104 import TlsSpec
+from gateway.config.iec104 import MasterGroup, TlsSpec
 from gateway.northbound.tls import log_expiry, summary, tls_problems
 
 DAY = datetime.timedelta(days=1)
@@ -172,6 +172,24 @@ def test_check_fails_when_the_key_is_not_the_certificates(tmp_path: Path) -> Non
     result = _gridgate("check", str(_site(tmp_path, key="pki/master1.key")), cwd=tmp_path)
     assert result.returncode == 1
     assert "master_groups[0].tls.key: " in result.stderr and "is not the private key of" in result.stderr
+
+
+def test_a_ca_file_may_hold_two_cas_during_a_change(tmp_path: Path) -> None:
+    """A CA bundle: both CAs are summarised; an expired one in it is a problem (remove it), a valid pair is not."""
+    _pki(tmp_path)
+    spec = _spec(tmp_path)
+    old_ca = make_ca("old CA", days=1, not_before=utcnow() - 5 * DAY)
+    bundle = tmp_path / "ca.crt"
+    write_pair(make_ca("next CA"), tmp_path / "next.crt", tmp_path / "next.key")
+    bundle.write_bytes(bundle.read_bytes() + (tmp_path / "next.crt").read_bytes())
+    group = MasterGroup(name="g", bind="127.0.0.1", allowed_masters=["10.0.0.1"], common_address=1, tls=spec)
+    assert tls_problems([group]) == []
+    assert "CA CN=site CA, expires" in summary(spec) and "CA CN=next CA, expires" in summary(spec)
+    write_pair(old_ca, tmp_path / "old.crt", tmp_path / "old.key")
+    bundle.write_bytes(bundle.read_bytes() + (tmp_path / "old.crt").read_bytes())
+    [(loc, message)] = tls_problems([group])
+    assert loc == ("master_groups", 0, "tls", "ca") and "CA certificate CN=old CA EXPIRED" in message
+    assert "remove it from the file" in message
 
 
 def test_tls_paths_are_relative_to_the_site_file(tmp_path: Path) -> None:
