@@ -86,7 +86,12 @@ class GroupOutstation:
         self._server = self._build_server()
         self._unsubscribe = self._table.subscribe(self._on_samples)
         self._on_samples([s for s in self._table.snapshot().values()])
-        yield deferToThread(self._server.start)
+        try:
+            yield deferToThread(self._server.start)
+        except RuntimeError as exc:  # c104: "Can't start server: Port in use?"
+            log.error("104 group %s: cannot listen on %s:%d (%s); this group is not served",
+                      self.group.name, self.group.bind, self.group.port, exc)
+            return
         self._sender.start(TICK_S, now=False)
         log.info("104 group %s: listening on %s:%d, %d points, common address %d", self.group.name,
                  self.group.bind, self.group.port, len(self._points), self.group.common_address)

@@ -212,3 +212,19 @@ def test_counter_interrogation_and_clock_sync(tmp_path: Path, running, master_fa
     alarm = run.gateway.outstations[0]
     alarm._clock_synced("127.0.0.1", time.time() + 30, time.time())  # a master 30 s ahead
     yield deferToThread(master.wait_for, lambda: any(r.ioa == 12546 and r.value is True for r in master.arrivals()), 5)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_group_whose_port_is_taken_is_reported_and_the_rest_runs(tmp_path: Path, running, caplog) -> Iterator:
+    """Another program on the group's port: one clear error naming group and address; polling goes on."""
+    import socket
+    [port] = free_ports(1)
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", port))
+    squatter.listen()
+    try:
+        run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 1, "type": "M_ME_NC_1"}])]))
+        yield until(run.all_good)
+    finally:
+        squatter.close()
+    assert f"104 group dispatch: cannot listen on 127.0.0.1:{port}" in caplog.text
