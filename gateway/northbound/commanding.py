@@ -4,8 +4,10 @@ c104 decides the ACT_CON by the callback's return value and handles select-befor
 itself (a select never reaches Python; an execute without a select is refused inside c104).
 So the callback, on c104's thread, decodes the command into engineering units, hands it to
 the gate on the reactor and blocks until the gate's verdict (the gate's deadline stays under
-t1), then returns SUCCESS or FAILURE. After a success the ACT_TERM follows, and c104 sends the
-related monitored point back with COT 11. Every command frame in and out is also written to the
+t1), then returns SUCCESS or FAILURE. After a success the ACT_TERM follows (for select-before-
+operate c104 sends it itself when it clears the selection, with the S/E bit of the select set:
+a quirk of c104 2.2.1 to check against the master), and c104 sends the related monitored point
+back with COT 11. Every command frame in and out is also written to the
 audit log, so refusals made inside c104 (execute without select, unknown IOA) leave a record.
 
 This module must not use ``from __future__ import annotations``: c104 checks callback
@@ -85,7 +87,7 @@ class CommandPoints:
         request = CommandRequest(self._group.name, mapping.point, command_value(mapping, point.value), mapping.ioa,
                                  mapping.type, self._wire.from_c104(recorded) if recorded else None)
         confirmed = blockingCallFromThread(self._reactor, self._gate.submit, request)
-        if confirmed:
+        if confirmed and mapping.mode == "direct":  # after an SBO execute c104 sends the ACT_TERM itself
             self._reactor.callFromThread(self._reactor.callLater, TERMINATION_DELAY_S, self._terminate, point.io_address)
         return c104.ResponseState.SUCCESS if confirmed else c104.ResponseState.FAILURE
 

@@ -73,19 +73,20 @@ class CommandTrips:
         label = f"{mapping.point} at IOA {mapping.ioa} ({mapping.type}, {mapping.mode})"
         base = dict(point=mapping.point, ioa=mapping.ioa, type=mapping.type, mode=mapping.mode)
         values = self._values()
-        simulated = values is not None and mapping.point in values
+        simulated = values is not None and _number(values.get(mapping.point)) is not None
         if simulated:
             current, known = _number(values[mapping.point]), dict(values)
-        else:
-            known = self._monitored(session)
-            current = known.get(mapping.point)
+        else:  # no simulator, or one that does not simulate this device: the last monitored value
+            known = {**(values or {}), **self._monitored(session)}
+            current = _number(known.get(mapping.point))
         if current is None:
-            where = "the simulator does not serve it" if values is not None else \
-                "no --simulator, and the group's table does not monitor it"
-            return CommandTrip(**base, verdict=Verdict.UNCHECKED,
-                               message=f"{label}: the current value of {mapping.point} is not known ({where}): nothing sent")
+            where = "the simulator serves no number for it" if values is not None else "no --simulator"
+            where += ", and the group's table does not monitor it"
+            return CommandTrip(**base, verdict=Verdict.UNCHECKED, message=f"{label}: the current value of "
+                               f"{mapping.point} is not known ({where}): nothing sent")
         try:
-            plan = plan_command(mapping, self._specs.get(mapping.point), current, self._policies.get(mapping.point), known)
+            plan = plan_command(mapping, self._specs.get(mapping.point), current, self._policies.get(mapping.point),
+                                known)
         except NoSafeValue as exc:
             return CommandTrip(**base, verdict=Verdict.UNCHECKED, before=f"{current:g}",
                                message=f"{label}: no safe value: {exc}: nothing sent")
@@ -153,8 +154,8 @@ class CommandTrips:
                 answer = session.send_command(mapping.ioa, mapping.type, wire, mapping.mode == "select_execute", tag)
             except ValueError as exc:
                 return None, f"the command could not be sent: {exc}"
-            if answer.sent:
-                break
+            if answer.sent or answer.negative is not None or answer.confirmed:
+                break  # only a command the client did not send at all is sent again
             self._sleep(RETRY_S)
         if answer is not None and answer.confirmed:
             self._accepted[mapping.point] = self._clock()

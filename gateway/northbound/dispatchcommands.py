@@ -204,7 +204,7 @@ def interlocked(policy: CommandPolicy | None, values: Mapping[str, Any], value: 
         if (lock.when_command == "positive" and not value > 0) or (lock.when_command == "negative" and not value < 0):
             continue
         seen = values.get(lock.point)
-        if seen is not None and _OPS[lock.op](seen, lock.value):
+        if isinstance(seen, (bool, int, float)) and _OPS[lock.op](seen, lock.value):
             return f"interlock {lock.reason!r} ({lock.point} = {seen})"
     return None
 
@@ -292,10 +292,10 @@ def termination_notes(frames: Sequence[CommandFrame], mappings: Sequence[Command
         terms = [f for f in mine if f.cot == "ACTIVATION_TERMINATION"]
         if len(terms) > confirmed:
             selected = sum(1 for f in terms if f.select)
-            notes.append(f"{mapping.point} at IOA {mapping.ioa} ({mapping.mode}): {len(terms)} ACT_TERM for {confirmed} "
-                         f"confirmed command(s)" + (f", {selected} of them with the select qualifier (S/E = 1)"
-                                                    if selected else "")
-                         + ": a strict master may take a late one for the termination of its next command")
+            flagged = f", {selected} of them with the select qualifier (S/E = 1)" if selected else ""
+            notes.append(f"{mapping.point} at IOA {mapping.ioa} ({mapping.mode}): {len(terms)} ACT_TERM for "
+                         f"{confirmed} confirmed command(s){flagged}: a strict master may take a late one for the "
+                         "termination of its next command")
     return notes
 
 

@@ -12,7 +12,7 @@ from gateway.config.iec104 import CommandMap, CommandPolicy, PointMap
 from gateway.config.profile import Limits
 from gateway.northbound.commanding import command_value
 from gateway.northbound.commandtrips import CommandTrips
-from gateway.northbound.dispatchcheck import CommandTrip, DispatchResult, Verdict
+from gateway.northbound.dispatchcheck import Arrival, CommandTrip, DispatchResult, Verdict
 from gateway.northbound.dispatchcommands import (CommandFrame, NoSafeValue, Timeline, command_latency_summary, decode,
                                                  device_tolerance, encode, monitored_value, plan_command,
                                                  termination_notes, timeline, trip_check, unchecked_trips)
@@ -267,6 +267,17 @@ def test_unknown_current_value_sends_nothing() -> None:
     [trip] = CommandTrips(site(), group(command()), lambda: None, 5.0, clock.time, clock.sleep).run(master)
     assert trip.verdict is Verdict.UNCHECKED and not master.sent
     assert "current value of pcs1.p_set is not known" in trip.message
+
+
+def test_without_simulator_the_last_monitored_value_is_the_start() -> None:
+    """No simulator: the point's last monitored value (scaled back) is where the step starts; the device is not checked."""
+    master, clock = ScriptedMaster({}), FakeClock()
+    master.arrivals = lambda: [Arrival(16390, "M_ME_NB_1", "INTERROGATED_BY_STATION", 1000, frozenset(), None, 1.0)]
+    table = group(command(mode="direct"))
+    table.points = [PointMap(point="pcs1.p_set", ioa=16390, type="M_ME_NB_1", multiplier=10)]
+    [trip] = CommandTrips(site(), table, lambda: None, 5.0, clock.time, clock.sleep).run(master)
+    assert trip.verdict is Verdict.PASS and [wire for _, wire, _, _ in master.sent] == [75.0, 100.0]
+    assert "device value not checked (no --simulator)" in trip.message
 
 
 # -- reports ------------------------------------------------------------------------------------
