@@ -1,5 +1,6 @@
 """`gridgate check` and `gridgate run` on broken input: every problem named by file:line, nothing started."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,34 @@ def test_check_names_every_command_problem(tmp_path: Path) -> None:
                 (25, "not under t1")]
     for line, words in expected:
         assert any(row.startswith(f"{site}:{line}:") and words in row for row in result.stderr.splitlines()), (line, result.stderr)
+
+
+def test_check_names_every_point_table_problem(tmp_path: Path) -> None:
+    """Duplicate IOAs, a type that cannot carry the point, IOAs out of range, unknown points: each by line."""
+    site = CASES / "iec104-site.yaml"
+    result = _gridgate("check", str(site), cwd=tmp_path)
+    assert result.returncode == 1
+    expected = [(16, "less than or equal to 16777215")]
+    for line, words in expected:
+        assert any(row.startswith(f"{site}:{line}:") and words in row for row in result.stderr.splitlines()), (line, result.stderr)
+
+
+def test_check_names_mapping_problems_once_the_table_parses(tmp_path: Path) -> None:
+    """With every IOA in range, the cross checks run: duplicate IOA, carry problems, unknown point, each by line."""
+    site = tmp_path / "site.yaml"
+    site.write_text((CASES / "iec104-site.yaml").read_text().replace("16777216", "4"))
+    result = _gridgate("check", str(site), cwd=tmp_path)
+    assert result.returncode == 1
+    expected = [(13, "duplicate IOA 16385"), (14, "single point) carries on/off"), (15, "is a string"),
+                (17, "no point 'pcs1.no_such_point'")]
+    for line, words in expected:
+        assert any(row.startswith(f"{site}:{line}:") and words in row for row in result.stderr.splitlines()), (line, result.stderr)
+
+
+def test_schema_writes_site_and_profile_schemas(tmp_path: Path) -> None:
+    """`gridgate schema --out DIR` writes JSON Schemas that name the site and profile keys."""
+    result = _gridgate("schema", "--out", str(tmp_path / "schemas"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    site = json.loads((tmp_path / "schemas" / "site.schema.json").read_text())
+    profile = json.loads((tmp_path / "schemas" / "profile-modbus.schema.json").read_text())
+    assert "master_groups" in site["properties"] and "points" in profile["properties"]
