@@ -85,7 +85,7 @@ class GroupOutstation:
         """Build the station and its points, listen, then follow the PointTable."""
         self._server = self._build_server()
         self._unsubscribe = self._table.subscribe(self._on_samples)
-        self._on_samples([s for s in self._table.snapshot().values()])
+        self._on_samples(list(self._table.snapshot().values()))
         try:
             yield deferToThread(self._server.start)
         except RuntimeError as exc:  # c104: "Can't start server: Port in use?"

@@ -4,7 +4,8 @@ A dispatch centre commissions a 104 link point by point against its own table, u
 Excel. Export writes the group's table the way the centre reads it: one row per IOA, the IOA in
 decimal and hex. Import takes an edited table back, checks every row against the site, reports
 every problem at once (``table.csv:row: column: message``) and rewrites only the group's
-``points:`` list in the site file, as text, so every other line and comment of the file stays.
+``points:`` list in the site file, as text (``gateway.config.yamlpatch``), so every other line
+and comment of the file stays.
 """
 
 import csv
@@ -24,7 +25,8 @@ from pydantic import ValidationError
 from gateway.config.iec104 import IOA_MAX, MasterGroup, MonitorType, PointMap
 from gateway.config.loader import Site, load_site
 from gateway.config.profile import PointSpec
-from gateway.config.source import ConfigErrors, ConfigProblem, load_yaml
+from gateway.config.source import ConfigErrors, ConfigProblem
+from gateway.config.yamlpatch import replace_group_points
 from gateway.interfaces import DriverPlugin
 from gateway.northbound.mapping import carry_problem
 
@@ -336,9 +338,7 @@ def check_table(rows: Iterable[Row], site: Site, group: MasterGroup, file: str) 
     return check.mappings, check.problems
 
 
-# ---- rewriting the group's points in the site file, as text ----------------------------------
-
-_LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+# ---- writing the points back into the site file -----------------------------------------------
 
 
 def point_line(mapping: PointMap) -> str:
@@ -356,63 +356,6 @@ def point_line(mapping: PointMap) -> str:
 
 def _plain(value: float) -> float | int:
     return int(value) if value.is_integer() else value
-
-
-def _is_content(line: str) -> bool:
-    text = line.strip()
-    return bool(text) and not text.startswith("#")
-
-
-def _block_end(lines: list[str], start: int, column: int) -> int:
-    """Index of the last content line of the block whose key sits on ``lines[start]`` at ``column``.
-
-    Comments and blank lines after that line belong to whatever follows, so they stay.
-    """
-    end = start
-    for index in range(start + 1, len(lines)):
-        line = lines[index]
-        if not _is_content(line):
-            continue
-        indent = len(line) - len(line.lstrip(" "))
-        if indent > column or (indent == column and re.match(r"-(\s|$)", line.lstrip(" "))):
-            end = index
-            continue
-        break
-    return end
-
-
-def _key_column(line: str, key: str) -> re.Match[str] | None:
-    return re.match(rf"""^(\s*(?:-\s+)?)(["']?){re.escape(key)}\2\s*:""", line)
-
-
-def splice_points(text: str, group_tree: Any, items: list[str], file: str) -> str:
-    """``text`` with the group's ``points:`` block replaced by ``items`` (or added after the group).
-
-    ``group_tree`` is the group as ``load_yaml`` read it from ``text``: its key lines say where
-    the block starts. Comments between old items go with them; the key line's comment stays.
-    """
-    lines = _LINES.findall(text)
-    newline = next((m.group() for m in re.finditer(r"\r\n|\r|\n", text)), "\n")
-    if "points" in group_tree:
-        key, head_index = "points", group_tree.key_lines["points"] - 1
-    else:
-        key = max(group_tree.key_lines, key=group_tree.key_lines.get)
-        head_index = group_tree.key_lines[key] - 1
-    match = _key_column(lines[head_index], key)
-    if match is None:
-        raise ConfigErrors([ConfigProblem(file, head_index + 1, key, "cannot rewrite the points of a group "
-                                          "written in flow style ({...}); write the group in block style")])
-    column = len(match.group(1))
-    end = _block_end(lines, head_index, column)
-    block = [" " * (column + 2) + "- " + item + newline for item in items]
-    empty = "" if items else " []"
-    if key == "points":
-        rest = lines[head_index][match.end():].rstrip("\r\n")
-        tail = rest if rest.strip().startswith("#") or not rest.strip() else ""
-        return "".join(lines[:head_index] + [lines[head_index][:match.end()] + empty + tail + newline]
-                       + block + lines[end + 1:])
-    last = lines[end] if lines[end].endswith(("\n", "\r")) else lines[end] + newline
-    return "".join(lines[:end] + [last, " " * column + "points:" + empty + newline] + block + lines[end + 1:])
 
 
 def _replace_atomically(path: Path, data: bytes, check: Callable[[Path], None]) -> None:
@@ -475,9 +418,7 @@ def import_csv(csv_path: Path, site_path: Path, group: str, plugins: Mapping[str
     if problems or found:
         raise ConfigErrors(problems + found)
     mappings.sort(key=lambda item: item[1].ioa)
-    text = site_path.read_bytes().decode("utf-8")
-    group_tree = load_yaml(site_path)["master_groups"][index]
-    new_text = splice_points(text, group_tree, [point_line(m) for _, m in mappings], str(site_path))
+    new_text = replace_group_points(site_path, index, [point_line(m) for _, m in mappings])
     _replace_atomically(site_path, new_text.encode("utf-8"),
                         lambda candidate: _verify(candidate, site, index, mappings, str(csv_path), plugins))
     return len(mappings)
