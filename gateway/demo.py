@@ -6,6 +6,7 @@ validation as ``gridgate run``: a PCS, a BMS and a three-phase meter on Modbus T
 """
 
 import argparse
+import shutil
 import socket
 import sys
 import time
@@ -109,7 +110,8 @@ def _header(site: Any, args: argparse.Namespace, control_port: int) -> list[str]
     target = f"InfluxDB {args.influx_url}" if args.influx_url else "no InfluxDB (spool only)"
     group = site.spec.master_groups[0]
     lines.append(f"  IEC 104 outstation for dispatch masters: 127.0.0.1:{group.port}, common address "
-                 f"{group.common_address}, {len(group.points)} points (gridgate points export {site.file} --group demo)")
+                 f"{group.common_address}, {len(group.points)} points")
+    lines.append(f"  point table: gridgate points export {site.file} --group demo")
     lines.append(f"  simulator control: http://127.0.0.1:{control_port}/values")
     lines.append(f"  spool {Path(args.spool).resolve()} -> {target}.  Ctrl-C stops.")
     return lines
@@ -117,7 +119,8 @@ def _header(site: Any, args: argparse.Namespace, control_port: int) -> list[str]
 
 def _draw(header: list[str], site: Any, gateway: Any, tty: bool) -> None:
     if tty:
-        body = render(site.devices, gateway.table, time.time())
+        room = shutil.get_terminal_size().lines - len(header) - 3
+        body = render(site.devices, gateway.table, time.time(), max_rows=max(room, 5))
         sys.stdout.write(CLEAR + "\n".join(header + [status_line(gateway), ""] + body) + "\n")
         sys.stdout.flush()
     else:

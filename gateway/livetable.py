@@ -26,14 +26,26 @@ def value_text(sample: Sample | None) -> str:
     return str(sample.value)
 
 
-def render(devices: Iterable[Device], table: PointTable, now: float) -> list[str]:
-    """The table's rows, one per point, grouped by device."""
-    lines = [f"{'device':<8} {'point':<26} {'value':>14} {'unit':<6} {'quality':<8} {'age':>6}"]
+def render(devices: Iterable[Device], table: PointTable, now: float, max_rows: int | None = None) -> list[str]:
+    """The table's rows, one per point, grouped by device.
+
+    With ``max_rows`` (a terminal too small for every point) the points that are not good come
+    first, so a fault is never scrolled out of sight, and a last line counts what is left out.
+    """
+    rows: list[tuple[bool, str]] = []
     for device in devices:
         for point in device.profile.points:
             sample = table.get(point_id(device.name, point.id))
             age = f"{now - sample.gateway_time:5.1f}s" if sample else "never"
             quality = quality_text(sample.quality) if sample else "-"
-            lines.append(f"{device.name:<8} {point.id:<26} {value_text(sample):>14} {point.unit:<6} "
-                         f"{quality:<8} {age:>6}")
-    return lines
+            rows.append((quality == "good", f"{device.name:<8} {point.id:<26} {value_text(sample):>14} "
+                                            f"{point.unit:<6} {quality:<8} {age:>6}"))
+    header = f"{'device':<8} {'point':<26} {'value':>14} {'unit':<6} {'quality':<8} {'age':>6}"
+    if max_rows is None or len(rows) <= max_rows:
+        return [header] + [text for _, text in rows]
+    ordered = sorted(rows, key=lambda row: row[0])
+    shown, hidden = ordered[:max(max_rows - 1, 0)], ordered[max(max_rows - 1, 0):]
+    bad = sum(1 for good, _ in hidden if not good)
+    state = "all good" if not bad else f"{bad} not good"
+    return [header] + [text for _, text in shown] + [f"... {len(hidden)} more points, {state} "
+                                                    f"(a taller terminal shows them)"]
