@@ -8,9 +8,7 @@ with ``struct``, independently of ``drivers.modbus.codec``.
 import asyncio
 import functools
 import logging
-import shutil
 import struct
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
@@ -27,6 +25,7 @@ from drivers.modbus.simulator import ModbusSimulator
 from gateway.aio import as_deferred, await_deferred
 from gateway.config.profile import Limits, SimBehaviour
 from gateway.interfaces import Device, ISimulator
+from tests.devices import socat_cable
 
 pytestmark = pytest.mark.integration
 
@@ -105,23 +104,7 @@ async def sim() -> Any:
 @pytest.fixture
 def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A socat pty pair: the simulator's end and the client's end of one 'RS-485 line'."""
-    if shutil.which("socat") is None:
-        pytest.skip("socat is not installed")
-    a, b = str(tmp_path / "ttyA"), str(tmp_path / "ttyB")
-    proc = subprocess.Popen(["socat", "-d", "-d", f"pty,raw,echo=0,link={a}",
-                             f"pty,raw,echo=0,link={b}"], stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:  # both links exist once socat starts its transfer loop
-            if "starting data transfer loop" in line:
-                break
-        assert Path(a).exists() and Path(b).exists(), "socat did not create the pty pair"
-        yield a, b
-    finally:
-        proc.kill()
-        proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+    yield from socat_cable(tmp_path)
 
 
 @on_asyncio
