@@ -101,9 +101,11 @@ def test_sigkill_loses_no_committed_sample(tmp_path: Path, site: Path, victoria_
     victoria_metrics.stop()
     gateway = _gridgate("run", site)
     spool = tmp_path / "spool.db"
-    _wait(lambda: spool.exists() and len(_spooled(spool)) >= 100, 30, "100 spooled samples")
-    os.kill(gateway.pid, signal.SIGKILL)
-    gateway.wait(10)
+    try:
+        _wait(lambda: spool.exists() and len(_spooled(spool)) >= 100, 30, "100 spooled samples")
+    finally:
+        os.kill(gateway.pid, signal.SIGKILL)  # also when the wait failed: no gateway outlives the test
+        gateway.wait(10)
     committed = set(_spooled(spool))
     assert len(committed) >= 100
     victoria_metrics.start()
