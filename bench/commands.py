@@ -28,7 +28,7 @@ import c104
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.iec104 import wait_port  # noqa: E402
+from bench.common import percentile, stop, wait_port  # noqa: E402
 from gateway.demo import free_ports  # noqa: E402
 from gateway.northbound.recordingmaster import RecordingMaster  # noqa: E402
 
@@ -55,11 +55,6 @@ def write_site(folder: Path, load_devices: int) -> tuple[Path, int, int]:
     path = folder / "site.yaml"
     path.write_text(yaml.safe_dump(site, sort_keys=False))
     return path, iec_port, pcs_port
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 def gateway_latencies(audit: Path) -> list[float]:
@@ -107,9 +102,7 @@ def main() -> None:
               f"p99 {percentile(device, 0.99) * 1000:.1f} ms", flush=True)
     finally:
         master.close()
-        for process in processes:
-            process.terminate()
-            process.wait(20)
+        stop(processes)
 
 
 if __name__ == "__main__":

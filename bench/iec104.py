@@ -14,7 +14,6 @@ Prints one summary line:
 """
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import percentile, stop, wait_port  # noqa: E402
 from gateway.demo import free_ports  # noqa: E402
 from gateway.northbound.dispatchtest import SimulatorControl  # noqa: E402
 from gateway.northbound.recordingmaster import RecordingMaster  # noqa: E402
@@ -49,14 +49,6 @@ def write_site(folder: Path, args: argparse.Namespace) -> tuple[Path, int, int]:
     path = folder / "site.yaml"
     path.write_text(yaml.safe_dump(site))
     return path, iec_port, control
-
-
-def wait_port(port: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"nothing listens on {port}")
-        time.sleep(0.05)
 
 
 def gi_time(master: RecordingMaster, total: int) -> float:
@@ -105,15 +97,13 @@ def main() -> None:
         master.wait_for(lambda: len({a.ioa for a in master.arrivals() if a.value is not None and a.quality == frozenset()}) >= total, 60)
         gi = gi_time(master, total)
         found = sorted(latencies(master, SimulatorControl(f"http://127.0.0.1:{control_port}"), args))
-        p99 = found[min(len(found) - 1, int(len(found) * 0.99))]
+        p99 = percentile(found, 0.99)
         print(f"iec104 points={total} poll={args.poll:g} s | GI {total} objects in {gi:.3f} s | spontaneous latency "
               f"p50 {statistics.median(found) * 1000:.0f} ms p99 {p99 * 1000:.0f} ms max {found[-1] * 1000:.0f} ms "
               f"({len(found)} of {args.changes} changes)", flush=True)
     finally:
         master.close()
-        for process in processes:
-            process.terminate()
-            process.wait(20)
+        stop(processes)
 
 
 if __name__ == "__main__":

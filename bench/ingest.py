@@ -34,6 +34,7 @@ from twisted.internet.defer import inlineCallbacks  # noqa: E402
 from twisted.internet.task import deferLater  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import stop, wait_port  # noqa: E402
 from gateway.config.loader import load_site  # noqa: E402
 from gateway.demo import free_ports  # noqa: E402
 from gateway.interfaces import load_plugins  # noqa: E402
@@ -57,21 +58,6 @@ def write_layout(folder: Path, args: argparse.Namespace, influx_url: str | None)
     path = folder / "site.yaml"
     path.write_text(yaml.safe_dump(site), encoding="utf-8")
     return path
-
-
-def wait_listening(ports: list[int], timeout_s: float = 60.0) -> None:
-    """Block until every simulated port accepts connections."""
-    import socket
-    deadline = time.monotonic() + timeout_s
-    for port in ports:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"simulator port {port} not listening") from None
-                time.sleep(0.05)
 
 
 def cpu_s() -> float:
@@ -128,12 +114,12 @@ def main() -> None:
     simulator = subprocess.Popen([sys.executable, "-m", "gateway", "--log-level", "WARNING", "simulate",
                                   str(site_path)], stdout=subprocess.DEVNULL)
     try:
-        wait_listening(ports)
+        for port in ports:
+            wait_port(port)
         reactor.callWhenRunning(lambda: measure(site_path, args).addErrback(_report).addBoth(lambda _: reactor.stop()))
         reactor.run()
     finally:
-        simulator.terminate()
-        simulator.wait(10)
+        stop([simulator])
         if vm:
             vm.stop()
         shutil.rmtree(folder, ignore_errors=True)

@@ -148,14 +148,7 @@ def write_pair(pair: KeyPair, cert_path: Path, key_path: Path, force: bool = Fal
 
 def load_cert(path: Union[str, Path]) -> x509.Certificate:
     """The first PEM certificate in ``path``; CertError saying why not."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise CertError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return x509.load_pem_x509_certificate(data)
-    except ValueError:
-        raise CertError(f"{path} is not a PEM certificate") from None
+    return load_certs(path)[0]
 
 
 def load_certs(path: Union[str, Path]) -> list[x509.Certificate]:

@@ -41,10 +41,6 @@ class PointTable:
         """The latest sample of ``point``, or None before its first observation."""
         return self._latest.get(point)
 
-    def points(self) -> list[str]:
-        """Every point id declared or observed, sorted."""
-        return sorted(self._known | self._latest.keys())
-
     def snapshot(self) -> dict[str, Sample]:
         """A copy of the latest sample of every observed point."""
         return dict(self._latest)

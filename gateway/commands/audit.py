@@ -38,9 +38,7 @@ WRITTEN = "written"
 READ_BACK = "read_back"
 CONFIRMED = "confirmed"
 FAILED = "failed"
-TERMINATED = "terminated"
 FAILSAFE = "failsafe"
-EVENTS = frozenset({RECEIVED, REFUSED, WRITTEN, READ_BACK, CONFIRMED, FAILED, TERMINATED, FAILSAFE})
 
 Algorithm = Literal["sha256", "sm3"]
 ALGORITHMS: dict[str, Callable[[], hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sm3": hashes.SM3}

@@ -103,7 +103,8 @@ class CommandGate:
     def _execute(self, cid: str, request: CommandRequest, policy: CommandPolicy | None) -> Any:
         device, point = request.point.split(".", 1)
         timeout = policy.timeout_s if policy else 5.0
-        command = Command(device, point, request.value, self._clock() + timeout, origin=f"{request.origin}:{request.group}")
+        started = self._clock()
+        command = Command(device, point, request.value, started + timeout, origin=f"{request.origin}:{request.group}")
         try:
             result: CommandResult = yield self._drivers[device].execute(command)
         except (GatewayError, KeyError) as exc:
@@ -115,7 +116,7 @@ class CommandGate:
         state = self._state.setdefault(request.point, _PointState())
         state.last_value, state.last_at = request.value, self._clock()
         self._audit.append(CONFIRMED, command=cid, point=request.point, value=request.value,
-                           latency_ms=round((result.completed_at - (command.deadline - timeout)) * 1000, 1))
+                           latency_ms=round((result.completed_at - started) * 1000, 1))
         log.info("command %s %s=%s from %s confirmed (read back %s)", cid, request.point, request.value,
                  request.group, result.readback)
         return True
