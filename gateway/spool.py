@@ -253,16 +253,22 @@ class Spool:
 
     def peek(self, limit: int) -> list[SpooledSample]:
         """Up to ``limit`` committed samples, oldest first; nothing is removed."""
+        return self.peek_after(0, limit)  # ids start at 1 (AUTOINCREMENT)
+
+    def peek_after(self, after_id: int, limit: int) -> list[SpooledSample]:
+        """Up to ``limit`` committed samples with an id above ``after_id``, oldest first: what a
+        consumer that keeps several batches in flight has not sent yet."""
         cur = self._db.execute(
             "SELECT id, point, kind, value, quality, source_time, gateway_time"
-            " FROM samples ORDER BY id LIMIT ?", (limit,))
+            " FROM samples WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
         return [SpooledSample(i, p, _decode(k, v), q, st, gt) for i, p, k, v, q, st, gt in cur]
 
-    def delete_through(self, last_id: int) -> None:
-        """Remove every row up to and including ``last_id``: what the server confirmed."""
+    def delete_through(self, last_id: int) -> int:
+        """Remove every row up to and including ``last_id``: what the server confirmed; returns how many."""
         cur = self._db.execute("DELETE FROM samples WHERE id <= ?", (last_id,))
         self._depth -= cur.rowcount
         self._counters["deleted"] += cur.rowcount
+        return cur.rowcount
 
     def expire(self) -> int:
         """Drop rows whose ``gateway_time`` is older than ``max_age_s``; returns how many.

@@ -37,6 +37,8 @@ REFUSED = "refused"
 WRITTEN = "written"
 READ_BACK = "read_back"
 CONFIRMED = "confirmed"
+SELECTED = "selected"
+DESELECTED = "deselected"
 FAILED = "failed"
 FAILSAFE = "failsafe"
 

@@ -18,13 +18,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 
-from gateway.commands.audit import (CONFIRMED, FAILED, READ_BACK, RECEIVED, REFUSED, WRITTEN, AuditLog,
+from gateway.commands.audit import (CONFIRMED, FAILED, READ_BACK, RECEIVED, REFUSED, SELECTED, WRITTEN, AuditLog,
                                     new_command_id)
 from gateway.config.iec104 import CommandPolicy, Interlock
 from gateway.config.profile import PointSpec
 from gateway.errors import CommandRejected, GatewayError
 from gateway.interfaces import ONLINE_POINT, Device, IDriver
-from gateway.model import Command, CommandResult, Quality, point_id
+from gateway.model import Command, CommandResult, Quality, Value, point_id
 from gateway.points import PointTable
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,19 @@ class CommandRequest:
     type: str = ""
     issued_at: float | None = None  # the command's own time tag (time-tagged types), POSIX seconds
     origin: str = "iec104"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The gate's verdict on one command: confirmed by the device (with the value read back after
+    the write), or not, with the reason."""
+
+    confirmed: bool
+    readback: Value = None
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.confirmed
 
 
 @dataclass
@@ -69,17 +82,44 @@ class CommandGate:
         self._busy: set[str] = set()
 
     def submit(self, request: CommandRequest) -> Deferred:
-        """Check and execute ``request``; fires True once the device confirmed, False otherwise.
+        """Check and execute ``request``; fires an ``Outcome`` (true once the device confirmed).
 
         Never fails: an audit log that cannot be written (disk, broken chain) refuses the
         command, because an unaudited command must not reach a device.
         """
         return self._submit(request).addErrback(self._unaudited, request)
 
-    def _unaudited(self, failure: Any, request: CommandRequest) -> bool:
-        log.error("command %s=%s from %s refused: %s", request.point, request.value, request.group,
-                  failure.getErrorMessage())
-        return False
+    def select(self, request: CommandRequest) -> Outcome:
+        """Run every check ``submit`` runs, write nothing: the verdict on a select-before-operate
+        select, audited as ``selected`` or ``refused``. A select that could never be executed is
+        refused now, not at execute time."""
+        cid = new_command_id()
+        try:
+            self._audit.append(RECEIVED, command=cid, stage="select", **_fields(request))
+            self._check(request, select=True)
+        except CommandRejected as refusal:
+            return self._refused(cid, request, refusal.reason)
+        except GatewayError as exc:
+            return self._unaudited(exc, request)
+        self._audit.append(SELECTED, command=cid, point=request.point, group=request.group, value=request.value)
+        return Outcome(True)
+
+    def _unaudited(self, failure: Any, request: CommandRequest) -> Outcome:
+        reason = failure.getErrorMessage() if hasattr(failure, "getErrorMessage") else str(failure)
+        log.error("command %s=%s from %s refused: %s", request.point, request.value, request.group, reason)
+        return Outcome(False, reason=f"not audited: {reason}")
+
+    def _refused(self, cid: str, request: CommandRequest, reason: str) -> Outcome:
+        self._audit.append(REFUSED, command=cid, point=request.point, group=request.group, reason=reason)
+        log.warning("command %s %s=%s from %s refused: %s", cid, request.point, request.value, request.group, reason)
+        return Outcome(False, reason=reason)
+
+    def refuse(self, request: CommandRequest, reason: str, **fields: Any) -> None:
+        """Audit a command the protocol layer refused before any check (wrong cause, test bit,
+        execute not bound to its select): received, then refused with the reason."""
+        cid = new_command_id()
+        self._audit.append(RECEIVED, command=cid, **_fields(request), **fields)
+        self._refused(cid, request, reason)
 
     @inlineCallbacks
     def _submit(self, request: CommandRequest) -> Any:
@@ -89,9 +129,7 @@ class CommandGate:
         try:
             policy = self._check(request)
         except CommandRejected as refusal:
-            self._audit.append(REFUSED, command=cid, point=request.point, group=request.group, reason=refusal.reason)
-            log.warning("command %s %s=%s from %s refused: %s", cid, request.point, request.value, request.group, refusal.reason)
-            return False
+            return self._refused(cid, request, refusal.reason)
         self._busy.add(device)
         try:
             result = yield self._execute(cid, request, policy)
@@ -107,10 +145,10 @@ class CommandGate:
         command = Command(device, point, request.value, started + timeout, origin=f"{request.origin}:{request.group}")
         try:
             result: CommandResult = yield self._drivers[device].execute(command)
-        except (GatewayError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the driver raised, the failure is audited
             self._audit.append(FAILED, command=cid, point=request.point, reason=str(exc))
             log.warning("command %s %s=%s failed: %s", cid, request.point, request.value, exc)
-            return False
+            return Outcome(False, reason=str(exc))
         self._audit.append(WRITTEN, command=cid, point=request.point, value=request.value)
         self._audit.append(READ_BACK, command=cid, point=request.point, value=result.readback)
         state = self._state.setdefault(request.point, _PointState())
@@ -119,9 +157,9 @@ class CommandGate:
                            latency_ms=round((result.completed_at - started) * 1000, 1))
         log.info("command %s %s=%s from %s confirmed (read back %s)", cid, request.point, request.value,
                  request.group, result.readback)
-        return True
+        return Outcome(True, result.readback)
 
-    def _check(self, request: CommandRequest) -> CommandPolicy | None:
+    def _check(self, request: CommandRequest, select: bool = False) -> CommandPolicy | None:
         policy = self._policies.get(request.point)
         if request.origin != FAILSAFE and (policy is None or request.group not in policy.groups):
             raise CommandRejected(f"master group {request.group!r} is not allowed to command {request.point}")
@@ -129,7 +167,8 @@ class CommandGate:
         state = self._state.setdefault(request.point, _PointState())
         if policy is not None and request.issued_at is not None:
             _check_age(request, policy, now)
-            _check_replay(request, policy, state, now)
+            if not select:  # the execute that follows a select may carry the select's time tag
+                _check_replay(request, policy, state, now)
         spec = self._specs.get(request.point)
         if spec is None or spec.writable is None:
             raise CommandRejected(f"{request.point} is not a writable point")

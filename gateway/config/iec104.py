@@ -17,6 +17,11 @@ IOA_MAX = 0xFFFFFF
 MonitorType = Literal["M_SP_NA_1", "M_SP_TB_1", "M_DP_NA_1", "M_DP_TB_1", "M_ME_NA_1", "M_ME_TD_1",
                       "M_ME_NB_1", "M_ME_TE_1", "M_ME_NC_1", "M_ME_TF_1", "M_IT_NA_1", "M_IT_TB_1"]
 TIME_TAGGED = frozenset({"M_SP_TB_1", "M_DP_TB_1", "M_ME_TD_1", "M_ME_TE_1", "M_ME_TF_1", "M_IT_TB_1"})
+# IEC 60870-5-101 allows only untagged types at COT 20 (station interrogation) and COT 37 (counter
+# interrogation): a point configured with a time-tagged type answers those with its untagged twin.
+UNTAGGED = {"M_SP_TB_1": "M_SP_NA_1", "M_DP_TB_1": "M_DP_NA_1", "M_ME_TD_1": "M_ME_NA_1",
+            "M_ME_TE_1": "M_ME_NB_1", "M_ME_TF_1": "M_ME_NC_1", "M_IT_TB_1": "M_IT_NA_1"}
+COUNTERS = frozenset({"M_IT_NA_1", "M_IT_TB_1"})
 CommandType = Literal["C_SC_NA_1", "C_SC_TA_1", "C_DC_NA_1", "C_DC_TA_1", "C_SE_NA_1", "C_SE_TA_1",
                       "C_SE_NB_1", "C_SE_TB_1", "C_SE_NC_1", "C_SE_TC_1"]
 
@@ -30,15 +35,9 @@ class PointMap(Strict):
     deadband: float | None = Field(None, ge=0, description="absolute, engineering units")
     deadband_percent: float | None = Field(None, gt=0, le=100, description="percent of full_scale")
     full_scale: float | None = Field(None, gt=0, description="normalized types: value / full_scale")
-    multiplier: float = Field(1.0, description="scaled types: value x multiplier, as int16")
-    gi: bool = Field(True, description="answered in general interrogation (c104 answers GI with every point)")
-
-    @field_validator("gi")
-    @classmethod
-    def _gi_always(cls, value: bool) -> bool:
-        if not value:
-            raise ValueError("gi: false is not supported yet: c104 answers general interrogation with every point")
-        return value
+    multiplier: float = Field(1.0, description="scaled types: value x multiplier as int16; counters: value x "
+                                                "multiplier as the integer count (100 keeps a meter's 0.01 kWh)")
+    gi: bool = Field(True, description="answered in general interrogation (counters answer counter interrogation only)")
 
     @model_validator(mode="after")
     def _scaling(self) -> "PointMap":
@@ -56,6 +55,24 @@ class PointMap(Strict):
         if self.deadband_percent is not None and self.full_scale is not None:
             return self.full_scale * self.deadband_percent / 100
         return self.deadband or 0.0
+
+    @property
+    def gi_type(self) -> str | None:
+        """The type answered at COT 20: the untagged twin; None for counters and ``gi: false``."""
+        if self.type in COUNTERS or not self.gi:
+            return None
+        return UNTAGGED.get(self.type, self.type)
+
+    @property
+    def event_type(self) -> str | None:
+        """The type sent spontaneously (COT 3): the configured one; None for counters (counter
+        interrogation only, so an unchanged meter is not sent on every poll)."""
+        return None if self.type in COUNTERS else self.type
+
+    @property
+    def counter_type(self) -> str | None:
+        """The type answered at COT 37: the untagged counter type; None for other points."""
+        return UNTAGGED.get(self.type, self.type) if self.type in COUNTERS else None
 
 
 class CommandMap(Strict):
@@ -154,6 +171,7 @@ class MasterGroup(Strict):
     port: int = Field(2404, ge=0, le=65535)
     allowed_masters: list[str] = Field(min_length=1, description="master IP addresses")
     max_connections: int = Field(2, ge=1, le=16)
+    select_timeout_s: Duration = Field(10.0, gt=0, description="an execute must follow its select within this")
     common_address: int = Field(ge=1, le=65534)
     timers: Timers = Timers()
     wire_time_zone: str = Field("UTC", description="time zone of CP56Time2a on the wire, e.g. Asia/Shanghai")

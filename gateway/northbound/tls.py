@@ -1,17 +1,20 @@
-"""IEC 62351-3 TLS of a master group: checks at load time, expiry warnings, the c104 configuration.
+"""IEC 62351-3 TLS of a master group: checks at load time, expiry warnings, the server's TLS context.
 
-c104 (lib60870 + mbedTLS) does the TLS itself: mutual authentication with the masters'
-certificates checked against the group's CA (chain and validity time), optionally only pinned
-master certificates, TLS 1.2 or 1.3. What c104 cannot tell before a master connects (a missing
-file, a key that is not the certificate's, an expired certificate) is found here when the site
-is loaded, so ``gridgate check`` fails on it and ``gridgate run`` never starts with it.
-c104 offers no CRL checking and no security-event callback (research/domain.md section 2.1).
+Python's ``ssl`` (OpenSSL) does the TLS under hat-drivers' listener: mutual authentication with
+the masters' certificates checked against the group's CA (chain and validity time), optionally
+only pinned master certificates, TLS 1.2 or 1.3. What cannot be told before a master connects
+(a missing file, a key that is not the certificate's, an expired certificate) is found here
+when the site is loaded, so ``gridgate check`` fails on it and ``gridgate run`` never starts
+with it. No CRL is checked yet.
 """
 
 import datetime
 import logging
+import ssl
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
 
 from gateway.certs import (CertError, common_name, days_left, expiry_text, key_matches, load_cert, load_certs, load_key,
                            utcnow)
@@ -109,22 +112,23 @@ def log_expiry(group: str, tls: TlsSpec, now: datetime.datetime | None = None) -
                             common_name(cert.subject), path, expiry_text(cert, now))
 
 
-def server_security(group: str, tls: TlsSpec) -> Any:
-    """The group's ``c104.TransportSecurity``, after logging what it accepts and any certificate expiring soon."""
+def server_context(group: str, tls: TlsSpec) -> ssl.SSLContext:
+    """The group's server TLS context, after logging what it accepts and any certificate expiring soon.
+
+    Mutual authentication: a master without a certificate issued by ``tls.ca`` (chain and
+    validity time checked by OpenSSL) fails the handshake; pinning is checked once the
+    connection is up (``pinned_certificates``)."""
     log_expiry(group, tls)
     log.info("104 group %s: TLS >= %s, masters need a certificate %s", group, tls.min_version,
              f"pinned in tls.pinned_masters ({len(tls.pinned_masters)})" if tls.pinned_masters else f"issued by {tls.ca}")
-    return transport_security(tls)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(tls.cert, tls.key)
+    context.load_verify_locations(cafile=tls.ca)
+    return context
 
 
-def transport_security(tls: TlsSpec) -> Any:
-    """The ``c104.TransportSecurity`` of a group: validate chain and time, pin masters when listed."""
-    import c104  # pylint: disable=import-outside-toplevel  (config loading does not need c104)
-    security = c104.TransportSecurity(validate=True, only_known=bool(tls.pinned_masters))
-    security.set_certificate(cert=tls.cert, key=tls.key)
-    security.set_ca_certificate(cert=tls.ca)
-    for pinned in tls.pinned_masters:
-        security.add_allowed_remote_certificate(cert=pinned)
-    minimum = c104.TlsVersion.TLS_1_3 if tls.min_version == "1.3" else c104.TlsVersion.TLS_1_2
-    security.set_version(min=minimum, max=c104.TlsVersion.TLS_1_3)
-    return security
+def pinned_certificates(tls: TlsSpec) -> set[bytes]:
+    """The DER of every pinned master certificate (empty: any certificate the CA issued)."""
+    return {load_cert(path).public_bytes(serialization.Encoding.DER) for path in tls.pinned_masters}

@@ -83,3 +83,8 @@ class WireClock:
         wall = _EPOCH + datetime.timedelta(milliseconds=instant_ms)
         offset = self._zone.utcoffset(wall)
         return (instant_ms - offset // datetime.timedelta(milliseconds=1)) / 1000
+
+    def from_wall(self, wall: datetime.datetime) -> float:
+        """The POSIX timestamp of a naive wall time read off the wire in the wire zone."""
+        offset = self._zone.utcoffset(wall)
+        return ((wall - _EPOCH) - offset) / datetime.timedelta(seconds=1)

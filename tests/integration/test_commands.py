@@ -20,7 +20,7 @@ from tests.integration.sites import until
 
 pytestmark = pytest.mark.integration
 CA = 3
-SETPOINT, SETPOINT_SBO, SETPOINT_TAGGED, POWER = 24833, 24834, 24835, 16385
+SETPOINT, SETPOINT_SBO, SETPOINT_TAGGED, POWER, SETPOINT_READBACK = 24833, 24834, 24835, 16385, 16386
 
 
 def _site(folder: Path, extra_policy: dict | None = None, **group_extra: Any) -> tuple[Path, int, int]:
@@ -32,9 +32,10 @@ def _site(folder: Path, extra_policy: dict | None = None, **group_extra: Any) ->
               **(extra_policy or {})}
     group = {"name": "provincial", "bind": "127.0.0.1", "port": iec_port, "allowed_masters": ["127.0.0.1"],
              "common_address": CA,
-             "points": [{"point": "pcs1.ac_active_power", "ioa": POWER, "type": "M_ME_NC_1"}],
+             "points": [{"point": "pcs1.ac_active_power", "ioa": POWER, "type": "M_ME_NC_1"},
+                        {"point": "pcs1.active_power_setpoint", "ioa": SETPOINT_READBACK, "type": "M_ME_NC_1"}],
              "commands": [{"ioa": SETPOINT, "type": "C_SE_NC_1", "point": "pcs1.active_power_setpoint",
-                           "mode": "direct", "related_ioa": POWER},
+                           "mode": "direct", "related_ioa": SETPOINT_READBACK},
                           {"ioa": SETPOINT_SBO, "type": "C_SE_NC_1", "point": "pcs1.active_power_setpoint",
                            "mode": "select_execute", "related_ioa": POWER},
                           {"ioa": SETPOINT_TAGGED, "type": "C_SE_TC_1", "point": "pcs1.active_power_setpoint",
@@ -100,7 +101,7 @@ def test_setpoint_reaches_the_pcs_and_is_confirmed(station, tmp_path: Path) -> I
     assert run.simulators[0].value("pcs1", "active_power_setpoint") == pytest.approx(40.0)
     yield until(lambda: _events(tmp_path, "frame") and any(
         f["cot"] == "ACTIVATION_TERMINATION" and f["direction"] == "out" for f in _events(tmp_path, "frame")), 5)
-    yield until(lambda: any(r.ioa == POWER and r.cot == "RETURN_INFO_REMOTE" for r in master.arrivals()), 5)
+    yield until(lambda: any(r.ioa == SETPOINT_READBACK and r.cot == "RETURN_INFO_REMOTE" for r in master.arrivals()), 5)
     yield until(lambda: abs(run.gateway.table.get("pcs1.ac_active_power").value - 40.0) < 0.5, 10)
     assert [r["event"] for r in _audit(tmp_path) if r["event"] != "frame"] == ["received", "written", "read_back", "confirmed"]
 

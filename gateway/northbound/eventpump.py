@@ -1,0 +1,114 @@
+"""Spontaneous events from a group's persistent buffer to its active master, released on N(R).
+
+The promise (DESIGN convention 10): an event leaves the buffer only after the master has
+acknowledged the I-frame that carried it. Sending and releasing are decoupled: the pump sends
+ahead of the acknowledgements (up to ``MAX_IN_FLIGHT`` ASDUs, so hat's k window stays full and
+a slow S-frame does not slow the stream), remembers for each ASDU the last event it completed,
+and deletes through that event once the ASDU's acknowledgement arrived, strictly in order.
+
+When the connection stops or breaks, everything not acknowledged stays in the buffer and goes
+again, in order and with its original time tag, to the next master that starts data transfer.
+So a master can see an event twice only when it never acknowledged the frame that carried it.
+"""
+
+import asyncio
+import logging
+from collections import deque
+from typing import Callable, Sequence
+
+from hat.drivers.iec60870.encodings import iec104 as enc
+
+from gateway.config.iec104 import PointMap
+from gateway.northbound.asdus import InfoObject, cause, objects_per_asdu, pack
+from gateway.northbound.masterlink import LinkClosed, MasterLink
+from gateway.northbound.station import StationImage
+from gateway.spool import Spool, SpooledSample
+
+log = logging.getLogger(__name__)
+
+SPONTANEOUS = 3
+MAX_IN_FLIGHT = 48  # ASDUs sent but not yet acknowledged (4 x the standard k)
+
+
+class EventPump:
+    """Drains one group's event buffer to whichever master is active, paced, acknowledged."""
+
+    def __init__(self, events: Spool, image: StationImage, maps: dict[str, list[PointMap]], per_tick: int) -> None:
+        self._events = events
+        self._image = image
+        self._maps = maps
+        self._per_tick = per_tick
+        self._link: MasterLink | None = None
+        self._sent_through = 0
+        self._in_flight: deque[tuple[asyncio.Future, int]] = deque()
+        self.counters = {"sent": 0, "acknowledged": 0, "resent_after_break": 0}
+
+    def attach(self, link: MasterLink | None) -> None:
+        """Send to ``link`` from now on (None: nobody); what is unacknowledged goes again."""
+        if link is self._link:
+            return
+        if self._in_flight:
+            self.counters["resent_after_break"] += self._sent_through - self._released()
+        self._link, self._sent_through = link, 0
+        self._in_flight.clear()
+
+    def tick(self) -> None:
+        """Release what was acknowledged, then send the next paced slice."""
+        self._release()
+        link = self._link
+        if link is None or not link.started or len(self._in_flight) >= MAX_IN_FLIGHT:
+            return
+        events = self._events.peek_after(self._sent_through, self._per_tick)
+        if not events:
+            return
+        for asdu, through in self._asdus(events):
+            self._in_flight.append((link.send(asdu), through))
+        self._sent_through = events[-1].id
+        self.counters["sent"] += len(events)
+
+    def _release(self) -> None:
+        released = None
+        while self._in_flight and self._in_flight[0][0].done():
+            future, through = self._in_flight.popleft()
+            if future.cancelled() or future.exception() is not None:
+                self._broken(future)
+                return
+            released = through if through else released
+        if released:
+            self.counters["acknowledged"] += self._events.delete_through(released)
+
+    def _broken(self, future: asyncio.Future) -> None:
+        reason = "cancelled" if future.cancelled() else future.exception()
+        log.info("104 group %s: %d events not acknowledged (%s); they go again after the next STARTDT",
+                 self._link.group if self._link else "?", self._sent_through - self._released(), reason)
+        self.attach(None)
+
+    def _released(self) -> int:
+        """The id through which events were released (the first still buffered, minus one)."""
+        oldest = self._events.peek(1)
+        return oldest[0].id - 1 if oldest else self._sent_through
+
+    def _asdus(self, events: Sequence[SpooledSample]) -> list[tuple[enc.ASDU, int]]:
+        """ASDUs carrying ``events`` in order, each with the last event id it completes (0: none)."""
+        chunks: list[tuple[str, list[InfoObject], int]] = []
+        for event in events:
+            for mapping in self._maps.get(event.point, ()):
+                if mapping.event_type is None:
+                    continue
+                type_name, obj = self._image.event_object(mapping, event.value, event.quality, event.source_time)
+                if not chunks or not _fits(chunks[-1], type_name, obj):
+                    chunks.append((type_name, [], 0))
+                chunks[-1][1].append(obj)
+            if chunks:
+                chunks[-1] = (chunks[-1][0], chunks[-1][1], event.id)
+        cot = cause(SPONTANEOUS)
+        return [(pack(type_name, cot, self._image.common_address, objects)[0], through)
+                for type_name, objects, through in chunks]
+
+
+def _fits(chunk: tuple[str, list[InfoObject], int], type_name: str, obj: InfoObject) -> bool:
+    """One ASDU holds one type, as many objects as fit, each IOA once (a master applies the
+    objects of one ASDU as one state, so two changes of one IOA must not share it)."""
+    chunk_type, objects, _ = chunk
+    return (chunk_type == type_name and len(objects) < objects_per_asdu(type_name, obj.time is not None)
+            and all(o.ioa != obj.ioa for o in objects))
