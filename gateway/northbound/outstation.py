@@ -87,6 +87,7 @@ class GroupOutstation:
         self._ticker.clock = reactor
         self._unsubscribe: Callable[[], None] | None = None
         self._initialised = False
+        self._stopped = False
         self._absent_since: float | None = None
         self._failsafe_fired = False
         self._pinned = pinned_certificates(group.tls) if group.tls else None
@@ -119,6 +120,8 @@ class GroupOutstation:
 
     def stop(self) -> Any:
         """Stop sending and listening; events not acknowledged stay in the buffer."""
+        self._pump.attach(None)
+        self._stopped = True
         if self._ticker.running:
             self._ticker.stop()
         if self._unsubscribe:
@@ -176,6 +179,8 @@ class GroupOutstation:
         self._choose_active()
 
     def _choose_active(self) -> None:
+        if self._stopped:
+            return
         started = [link for link in self._links if link.started]
         self._pump.attach(started[-1] if started else None)
 

@@ -217,3 +217,20 @@ async def test_master_from_a_non_allowed_ip_is_closed_and_counted(tmp_path: Path
         await master.close()
     await as_deferred(body())
     assert run.gateway.outstations[0].stats()["refused_masters"] >= 1
+
+
+@_run
+async def test_malformed_asdus_are_ignored_and_the_link_keeps_serving(run: Any, master: w.RawMaster,
+                                                                     folder: Path) -> None:
+    """Truncated command, trailing octets, a 3-octet ASDU, an unknown type id: nothing written, the link still answers GI."""
+    before = _setpoint(run)
+    good = w.asdu(C_SE_NC, ACT, CA, [(SETPOINT, w.setpoint_float(40.0))])
+    for bad in (good[:-2], good + b"\x00", good[:3], bytes([200]) + good[1:]):
+        await master.send_asdu(bad)
+    master.mark()
+    await master.send_asdu(w.asdu(100, ACT, CA, [(0, w.qoi(20))]))
+    await master.collect(lambda a: a.asdu is not None and a.asdu.type_id == 100 and a.asdu.cot == ACT_TERM, 1, 5)
+    assert _setpoint(run) == before
+    assert run.gateway.outstations[0].stats()["malformed"] == 3
+    unknown = [a.asdu for a in master.received if a.asdu is not None and a.asdu.type_id == 200]
+    assert [(a.cot, a.negative) for a in unknown] == [(44, True)]
