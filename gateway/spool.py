@@ -264,8 +264,13 @@ class Spool:
         return [SpooledSample(i, p, _decode(k, v), q, st, gt) for i, p, k, v, q, st, gt in cur]
 
     def delete_through(self, last_id: int) -> int:
-        """Remove every row up to and including ``last_id``: what the server confirmed; returns how many."""
-        cur = self._db.execute("DELETE FROM samples WHERE id <= ?", (last_id,))
+        """Remove every row up to and including ``last_id``: what the server confirmed; returns how many.
+
+        Raises ``SpoolError`` when SQLite cannot write (a full disk): nothing was removed."""
+        try:
+            cur = self._db.execute("DELETE FROM samples WHERE id <= ?", (last_id,))
+        except sqlite3.Error as error:
+            raise SpoolError(f"{self.path}: deleting through id {last_id} failed: {error}") from error
         self._depth -= cur.rowcount
         self._counters["deleted"] += cur.rowcount
         return cur.rowcount

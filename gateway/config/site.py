@@ -67,6 +67,19 @@ class SiteSpec(Strict):
     command_policy: list[CommandPolicy] = []
     audit: AuditSpec = AuditSpec()
 
+    @model_validator(mode="after")
+    def _own_event_buffers(self) -> "SiteSpec":
+        """Two master groups on one event-buffer file would each delete the other's events."""
+        seen: dict[str, str] = {}
+        for group in self.master_groups:
+            path = group.event_buffer.path
+            if path is not None and path in seen:
+                raise ValueError(f"master groups {seen[path]} and {group.name} share the event buffer {path}: "
+                                 f"give each its own event_buffer.path")
+            if path is not None:
+                seen[path] = group.name
+        return self
+
 
 def slug(text: str) -> str:
     """A tag-safe form of a name."""

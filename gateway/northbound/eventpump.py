@@ -40,6 +40,8 @@ class EventPump:
         self._per_tick = per_tick
         self._link: MasterLink | None = None
         self._sent_through = 0
+        self._acked_through = 0  # ids only grow: acknowledged through here, across links
+        self._deleted_through = 0
         self._in_flight: deque[tuple[asyncio.Future, int]] = deque()
         self.counters = {"sent": 0, "acknowledged": 0, "resent_after_break": 0}
 
@@ -48,8 +50,8 @@ class EventPump:
         if link is self._link:
             return
         if self._in_flight:
-            self.counters["resent_after_break"] += self._sent_through - self._released()
-        self._link, self._sent_through = link, 0
+            self.counters["resent_after_break"] += self._sent_through - self._acked_through
+        self._link, self._sent_through = link, self._acked_through
         self._in_flight.clear()
 
     def tick(self) -> None:
@@ -67,26 +69,26 @@ class EventPump:
         self.counters["sent"] += len(events)
 
     def _release(self) -> None:
-        released = None
+        """Delete through the last acknowledged event. A deletion that fails (disk full) raises
+        ``SpoolError`` and is tried again at the next tick; acknowledged events are never sent again."""
+        broken: asyncio.Future | None = None
         while self._in_flight and self._in_flight[0][0].done():
             future, through = self._in_flight.popleft()
             if future.cancelled() or future.exception() is not None:
-                self._broken(future)
-                return
-            released = through if through else released
-        if released:
-            self.counters["acknowledged"] += self._events.delete_through(released)
+                broken = future
+                break
+            self._acked_through = max(self._acked_through, through)
+        if broken is not None:
+            self._broken(broken)
+        if self._acked_through > self._deleted_through:
+            self.counters["acknowledged"] += self._events.delete_through(self._acked_through)
+            self._deleted_through = self._acked_through
 
     def _broken(self, future: asyncio.Future) -> None:
         reason = "cancelled" if future.cancelled() else future.exception()
         log.info("104 group %s: %d events not acknowledged (%s); they go again after the next STARTDT",
-                 self._link.group if self._link else "?", self._sent_through - self._released(), reason)
+                 self._link.group if self._link else "?", self._sent_through - self._acked_through, reason)
         self.attach(None)
-
-    def _released(self) -> int:
-        """The id through which events were released (the first still buffered, minus one)."""
-        oldest = self._events.peek(1)
-        return oldest[0].id - 1 if oldest else self._sent_through
 
     def _asdus(self, events: Sequence[SpooledSample]) -> list[tuple[enc.ASDU, int]]:
         """ASDUs carrying ``events`` in order, each with the last event id it completes (0: none)."""

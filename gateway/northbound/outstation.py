@@ -94,7 +94,8 @@ class GroupOutstation:
         for name in (BUFFER_OVERFLOW, CLOCK_ALARM):  # alarms start good and off, not IV like device points
             for mapping in self._maps.get(point_id(group.name, name), ()):
                 self._image.update(mapping, False, 0, clock())
-        self.counters = {"events": 0, "refused_masters": 0, "clock_syncs": 0, "malformed": 0}
+        self._failing: set[str] = set()
+        self.counters = {"events": 0, "refused_masters": 0, "clock_syncs": 0, "malformed": 0, "errors": 0}
 
     def start(self) -> Any:
         """Follow the PointTable, listen; a port that cannot be bound is logged and not served."""
@@ -218,8 +219,8 @@ class GroupOutstation:
                 accepted.append(sample)
         if accepted:
             self._events.append(accepted)
-            self._events.commit()
             self.counters["events"] += len(accepted)
+            self._guarded("event buffer", self._events.commit)
 
     def _set_alarm(self, name: str, on: bool) -> None:
         point = point_id(self.group.name, name)
@@ -235,9 +236,32 @@ class GroupOutstation:
     # -- every tick --------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        self._pump.tick()
+        """Each part on its own: a failing event buffer (disk full) neither stops the sender's
+        LoopingCall nor the fail-safe watchdog."""
+        self._guarded("event buffer", self._events.commit)
+        self._guarded("event sender", self._pump.tick)
+        self._guarded("buffer alarm", self._overflow_alarm)
+        self._guarded("fail-safe watchdog", self._watch)
+
+    def _guarded(self, part: str, step: Callable[[], Any]) -> None:
+        """Run ``step``; log its failure once per episode (and its recovery), count it."""
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - the tick must go on; the cause is logged
+            self.counters["errors"] += 1
+            if part not in self._failing:
+                self._failing.add(part)
+                log.error("104 group %s: %s failed: %s; retried every %.2f s", self.group.name, part, exc, TICK_S)
+            return
+        if part in self._failing:
+            self._failing.discard(part)
+            log.info("104 group %s: %s works again", self.group.name, part)
+
+    def _overflow_alarm(self) -> None:
         stats = self._events.stats()
         self._set_alarm(BUFFER_OVERFLOW, stats["dropped_overflow"] > 0 and stats["depth"] > 0)
+
+    def _watch(self) -> None:
         if any(link.started for link in self._links):
             self._absent_since, self._failsafe_fired = None, False
         else:
