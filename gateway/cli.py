@@ -96,14 +96,14 @@ def cmd_points_export(args: argparse.Namespace) -> int:
 
 
 def cmd_points_import(args: argparse.Namespace) -> int:
-    """Replace a group's points in the site file with an edited table; every problem, or nothing, changes."""
+    """Replace a group's points and commands in the site file with an edited table; every problem, or nothing, changes."""
     from gateway.northbound.pointcsv import UnknownGroup, import_csv
     site = args.site or args.site_option
     if not site or (args.site and args.site_option and args.site != args.site_option):
         print("gridgate points import: give the site file once (SITE.yaml or --site SITE.yaml)", file=sys.stderr)
         return 2
     try:
-        count = import_csv(Path(args.csv), Path(site), args.group, load_plugins())
+        written = import_csv(Path(args.csv), Path(site), args.group, load_plugins())
     except ConfigErrors as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -112,7 +112,8 @@ def cmd_points_import(args: argparse.Namespace) -> int:
     except UnknownGroup as exc:
         print(f"{exc}; {site} unchanged", file=sys.stderr)
         return 1
-    print(f"{site}: {count} point(s) of group {args.group} written from {args.csv}")
+    print(f"{site}: {written.points} point(s) and {written.commands} command(s) of group {args.group} "
+          f"written from {args.csv}")
     return 0
 
 
@@ -120,13 +121,15 @@ def _add_points_parser(sub: Any) -> None:
     """``gridgate points export|import``: the point table of one master group as CSV."""
     points = sub.add_parser("points", help="export or import a master group's point table (点表) as CSV")
     verbs = points.add_subparsers(dest="points_command", required=True)
-    export = verbs.add_parser("export", help="write the group's point table as CSV (UTF-8 with BOM)")
+    export = verbs.add_parser("export", help="write the group's point table as CSV (UTF-8 with BOM): every IOA "
+                              "it serves, with the types sent in GI, counter interrogation and spontaneously, "
+                              "and its command IOAs")
     export.add_argument("site")
     export.add_argument("--group", required=True, help="master group name")
     export.add_argument("--format", choices=["csv"], default="csv")
     export.add_argument("--out", default=None, help="file to write (default: stdout)")
     export.set_defaults(func=cmd_points_export)
-    imp = verbs.add_parser("import", help="replace the group's points in the site file with a CSV table")
+    imp = verbs.add_parser("import", help="replace the group's points and commands in the site file with a CSV table")
     imp.add_argument("csv")
     imp.add_argument("site", nargs="?", default=None)
     imp.add_argument("--site", dest="site_option", default=None, help="the site file (instead of the positional)")

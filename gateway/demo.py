@@ -3,6 +3,18 @@
 The site is an ordinary site file written next to the spool and loaded through the same
 validation as ``gridgate run``: a PCS, a BMS and a three-phase meter on Modbus TCP (free ports on
 127.0.0.1) and a second BMS string on Modbus RTU over a serial line, here an in-process pty pair.
+
+Its master group ``demo`` maps every point (``automap``) and two commands of the PCS, with the
+policies the CommandGate needs, so that ``gridgate dispatch-test`` runs command round trips:
+
+* the active-power setpoint as C_SE_NC_1, direct: AGC sends a setpoint every few seconds, and
+  dispatch specifications that allow direct operate allow it for AGC setpoints; its return
+  information is the setpoint read back (the monitored IOA of the same register);
+* run/stop as C_SC_NA_1, select-before-operate, as switching commands always are; its return
+  information is the PCS's grid-connected indication.
+
+Both are refused while the PCS is in local mode; the setpoint also refuses charging above 95 %
+state of charge. The audit log is written next to the spool.
 """
 
 import argparse
@@ -20,7 +32,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from gateway.config.loader import load_site
 from gateway.interfaces import load_plugins
 from gateway.livetable import CLEAR, render
-from gateway.northbound.automap import auto_points
+from gateway.northbound.automap import SETPOINT_BASE, SWITCHING_BASE, auto_points
 from gateway.ptypair import PtyPair
 from gateway.runner import start_gateway, start_simulators, status_line
 from gateway.simcontrol import start_control
@@ -48,7 +60,8 @@ def demo_site(serial_gateway_side: str, serial_device_side: str, args: argparse.
                for (name, profile), port in zip(TCP_DEVICES, free_ports(len(TCP_DEVICES)))]
     devices.append({"name": "bms2", "profile": "bms/gridgate-bms-rtu", "poll_s": "1s", "timeout_s": "500ms",
                     "connection": {"serial": serial_gateway_side, "baudrate": 19200, "unit": 2}})
-    site: dict[str, Any] = {"site": "demo-ess", "spool": {"path": args.spool}, "devices": devices}
+    site: dict[str, Any] = {"site": "demo-ess", "spool": {"path": args.spool}, "devices": devices,
+                            "audit": {"path": str(Path(args.spool).resolve().parent / "gridgate-demo-audit.jsonl")}}
     if args.influx_url:
         site["influx"] = {"url": args.influx_url, "org": args.influx_org, "bucket": args.influx_bucket,
                           "token_env": args.influx_token_env}
@@ -76,6 +89,7 @@ def run_demo(reactor: Any, args: argparse.Namespace) -> Any:
     plugins = load_plugins()
     sim_site = load_site(_write(sim_dict, folder / "gridgate-demo-simulated.yaml"), plugins)
     site_dict["master_groups"] = [_master_group(sim_site.devices, args.iec104_port)]
+    site_dict["command_policy"] = COMMAND_POLICY
     site = load_site(_write(site_dict, folder / "gridgate-demo-site.yaml"), plugins)
     simulators = yield start_simulators(reactor, sim_site, plugins)
     control = start_control(reactor, simulators, sim_site.devices, "127.0.0.1", args.control_port)
@@ -95,10 +109,24 @@ def run_demo(reactor: Any, args: argparse.Namespace) -> Any:
     return 0
 
 
+LOCAL_MODE = {"point": "pcs1.remote_mode", "op": "==", "value": False, "reason": "PCS in local mode"}
+COMMAND_POLICY = [
+    {"point": "pcs1.active_power_setpoint", "groups": ["demo"],
+     "interlocks": [LOCAL_MODE, {"point": "bms1.soc", "op": ">=", "value": 95, "when_command": "negative",
+                                 "reason": "BMS SoC >= 95 %: no charging"}]},
+    {"point": "pcs1.run_command", "groups": ["demo"], "interlocks": [LOCAL_MODE]},
+]
+
+
 def _master_group(devices: Any, port: int) -> dict[str, Any]:
     points, status = auto_points(devices)
+    ioa = {p["point"]: p["ioa"] for p in points}
+    commands = [{"ioa": SWITCHING_BASE, "type": "C_SC_NA_1", "point": "pcs1.run_command", "mode": "select_execute",
+                 "related_ioa": ioa["pcs1.grid_connected"]},
+                {"ioa": SETPOINT_BASE, "type": "C_SE_NC_1", "point": "pcs1.active_power_setpoint", "mode": "direct",
+                 "related_ioa": ioa["pcs1.active_power_setpoint"]}]
     return {"name": "demo", "bind": "127.0.0.1", "port": port, "allowed_masters": ["127.0.0.1"],
-            "common_address": 1, "comm_status": status, "points": points}
+            "common_address": 1, "comm_status": status, "points": points, "commands": commands}
 
 
 def _header(site: Any, args: argparse.Namespace, control_port: int) -> list[str]:
@@ -110,7 +138,7 @@ def _header(site: Any, args: argparse.Namespace, control_port: int) -> list[str]
     target = f"InfluxDB {args.influx_url}" if args.influx_url else "no InfluxDB (spool only)"
     group = site.spec.master_groups[0]
     lines.append(f"  IEC 104 outstation for dispatch masters: 127.0.0.1:{group.port}, common address "
-                 f"{group.common_address}, {len(group.points)} points")
+                 f"{group.common_address}, {len(group.points)} points, {len(group.commands)} commands")
     lines.append(f"  point table: gridgate points export {site.file} --group demo")
     lines.append(f"  simulator control: http://127.0.0.1:{control_port}/values")
     lines.append(f"  spool {Path(args.spool).resolve()} -> {target}.  Ctrl-C stops.")

@@ -22,6 +22,9 @@ TIME_TAGGED = frozenset({"M_SP_TB_1", "M_DP_TB_1", "M_ME_TD_1", "M_ME_TE_1", "M_
 UNTAGGED = {"M_SP_TB_1": "M_SP_NA_1", "M_DP_TB_1": "M_DP_NA_1", "M_ME_TD_1": "M_ME_NA_1",
             "M_ME_TE_1": "M_ME_NB_1", "M_ME_TF_1": "M_ME_NC_1", "M_IT_TB_1": "M_IT_NA_1"}
 COUNTERS = frozenset({"M_IT_NA_1", "M_IT_TB_1"})
+# a master group's alarm IOAs (site-file key) -> the outstation's internal point name (point "<group>.<name>")
+ALARM_POINTS = {"buffer_overflow_ioa": "_buffer_overflow", "clock_alarm_ioa": "_clock_alarm",
+                "failsafe_alarm_ioa": "_failsafe_alarm"}
 CommandType = Literal["C_SC_NA_1", "C_SC_TA_1", "C_DC_NA_1", "C_DC_TA_1", "C_SE_NA_1", "C_SE_TA_1",
                       "C_SE_NB_1", "C_SE_TB_1", "C_SE_NC_1", "C_SE_TC_1"]
 
@@ -180,6 +183,8 @@ class MasterGroup(Strict):
     comm_status: dict[str, int] = Field({}, description="device -> IOA of its communication status (M_SP_TB_1)")
     buffer_overflow_ioa: int | None = Field(None, ge=1, le=IOA_MAX)
     clock_alarm_ioa: int | None = Field(None, ge=1, le=IOA_MAX)
+    failsafe_alarm_ioa: int | None = Field(None, ge=1, le=IOA_MAX, description="on while a fail-safe value "
+                                                                             "could not be applied")
     points: list[PointMap] = []
     commands: list[CommandMap] = []
     failsafe: FailSafeSpec | None = None

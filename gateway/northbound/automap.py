@@ -3,7 +3,9 @@
 Used by the demo, and a starting point for a real table (export it with ``gridgate points
 export`` and edit). Ranges follow common Chinese dispatch practice (research/domain.md 1.4):
 遥信 (single points) from 0x0001, communication status from 0x3001, 遥测 (measured values) from
-0x4001, 电度 (energy counters) from 0x6401. Text points have no IEC 104 type and are left out.
+0x4001, 遥控 (switching commands) from 0x6001, 遥调 (setpoints) from 0x6201, 电度 (energy
+counters) from 0x6401. Text points have no IEC 104 type and are left out; commands are not
+generated (which writable point a dispatch centre may command is a decision, not a default).
 """
 
 from typing import Any, Sequence
@@ -11,6 +13,7 @@ from typing import Any, Sequence
 from gateway.interfaces import Device
 
 SINGLE_BASE, STATUS_BASE, MEASURED_BASE, COUNTER_BASE = 0x0001, 0x3001, 0x4001, 0x6401
+SWITCHING_BASE, SETPOINT_BASE = 0x6001, 0x6201
 ENERGY_UNITS = frozenset({"kWh", "MWh", "Wh", "kvarh", "Mvarh", "varh"})
 
 

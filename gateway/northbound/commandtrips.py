@@ -1,7 +1,8 @@
 """Command round trips of ``gridgate dispatch-test``: send a safe value to every command IOA, and back.
 
-For each command mapping of the group: read the target point's value (the simulator control API,
-else the last monitored value of that point in the group's table), plan a safe value
+For each command row of the group's table (``wiretable``, the rows ``points export`` writes):
+read the target point's value (the simulator control API, else the last monitored value of that
+point in the group's table), plan a safe value
 (``dispatchcommands.plan_command``), send it the mapping's way (direct or select-before-operate,
 time-tagged types tagged now in the group's wire time zone), time ACT -> ACT_CON -> ACT_TERM from
 the raw frames, check what the simulated device serves, then send the previous value back the
@@ -23,6 +24,7 @@ from gateway.northbound.dispatchcommands import (CommandPlan, NoSafeValue, Timel
                                                  monitored_value, plan_command, show_wire, switching,
                                                  termination_notes, time_tagged)
 from gateway.northbound.recordingmaster import RecordingMaster
+from gateway.northbound.wiretable import commands, wire_rows
 from gateway.northbound.wiretime import WireClock
 
 GAP_S = 0.05          # c104's client may refuse a command sent right after the previous one
@@ -48,7 +50,8 @@ class CommandTrips:
 
     def __init__(self, site: Site, group: MasterGroup, simulator_values: SimulatorValues, timeout_s: float,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.group = group
+        self._table = wire_rows(group)
+        self._commands = commands(self._table)
         self._values = simulator_values
         self._timeout_s = timeout_s
         self._clock, self._sleep = clock, sleep
@@ -60,11 +63,11 @@ class CommandTrips:
         self.notes: list[str] = []  # findings that do not fail a round trip (duplicate ACT_TERMs)
 
     def run(self, session: RecordingMaster) -> list[CommandTrip]:
-        """One round trip per command IOA, in table order."""
-        trips = [self._trip(session, mapping) for mapping in self.group.commands]
+        """One round trip per command IOA, in table (IOA) order."""
+        trips = [self._trip(session, mapping) for mapping in self._commands]
         if self._accepted:
             self._sleep(STRAGGLERS_S)
-        self.notes = termination_notes(session.command_frames(), self.group.commands)
+        self.notes = termination_notes(session.command_frames(), self._commands)
         return trips
 
     # -- one IOA ------------------------------------------------------------------------------
@@ -188,12 +191,12 @@ class CommandTrips:
 
     def _monitored(self, session: RecordingMaster) -> dict[str, float]:
         """``device.point`` -> the last value received for it in the group's table."""
-        by_ioa = {m.ioa: m for m in self.group.points}
+        by_ioa = {row.ioa: row for row in self._table if row.kind in ("monitor", "counter")}
         latest: dict[str, float] = {}
         for arrival in session.arrivals():
-            mapping = by_ioa.get(arrival.ioa)
-            if mapping is not None and arrival.accepted and arrival.type == mapping.type:
-                value = monitored_value(mapping, arrival.value)
+            row = by_ioa.get(arrival.ioa)
+            if row is not None and row.mapping is not None and arrival.type in row.types:
+                value = monitored_value(row.mapping, arrival.value)
                 if value is not None:
-                    latest[mapping.point] = value
+                    latest[row.point] = value
         return latest

@@ -3,11 +3,14 @@
 The I/O (a c104 master, the simulator control API) lives in ``dispatchtest``; this module only
 turns observations into verdicts, so every rule can be tested from hand-made data:
 
-* per table row: the IOA arrived (in the general interrogation when ``gi``; counters in the
-  counter interrogation, since a station GI does not carry M_IT), always with the table's type,
-  with good quality (no IV, NT, OV), with the value the simulator served while the outstation
-  answered, within a tolerance, after the type's encoding;
-* comm-status points are True, alarm points (buffer overflow, clock) are False when sent;
+* per table row (``wiretable``, the rows ``points export`` writes): the IOA arrived in the
+  interrogation that carries it (general interrogation unless ``gi: false``; counters only in
+  the counter interrogation), each object with the type the table gives for its cause (the
+  untagged ``gi_type`` at COT 20, ``ci_type`` at COT 37, ``event_type`` spontaneously and as
+  return information), never with a cause the row is not sent with, with good quality (no IV,
+  NT, OV), with the value the simulator served while the outstation answered, within a
+  tolerance, after the type's encoding;
+* comm-status points are True, alarm points (buffer overflow, clock) are False;
 * latency probes (planned in ``dispatchprobe``) are judged there; their results are kept here;
 * command round trips (planned in ``dispatchcommands``) likewise.
 
@@ -20,7 +23,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from gateway.config.iec104 import TIME_TAGGED, MasterGroup, PointMap
+from gateway.config.iec104 import TIME_TAGGED, PointMap
+from gateway.northbound.wiretable import WireRow
 
 GI_COT = "INTERROGATED_BY_STATION"
 COUNTER_COT = "REQUESTED_BY_GENERAL_COUNTER"
@@ -41,11 +45,7 @@ class Verdict(str, Enum):
 
 @dataclass(frozen=True)
 class Arrival:
-    """One information object as the master received it (plain values, copied off c104's thread).
-
-    ``accepted`` is False when c104 refused it because the IOA had arrived before with another
-    type: then only type and cause are known.
-    """
+    """One information object as the master received it (decoded from the frame, ``monitorframes``)."""
 
     ioa: int
     type: str
@@ -54,25 +54,46 @@ class Arrival:
     quality: frozenset[str]
     recorded_at: datetime.datetime | None
     at: float
-    accepted: bool = True
 
 
 @dataclass(frozen=True)
 class Expectation:
-    """One row of the group's table as the master must see it."""
+    """One monitored row of the group's table as the master must see it."""
 
     suite: str      # the device, or "link" for group alarms
-    point: str      # device.point, "<device> comm status", or the alarm's key
+    point: str      # device.point, or the name of a status or alarm row
     ioa: int
-    type: str
-    gi: bool = True
-    mapping: PointMap | None = None
+    type: str       # as configured
+    gi_type: str | None = None
+    ci_type: str | None = None
+    event_type: str | None = None
+    mapping: PointMap | None = None  # device points: the value is checked against the simulator
     fixed: Any = None  # the value expected whatever the simulator says (comm status, alarms)
-    required: bool = True  # alarms are checked only when the outstation sends them
 
-    def type_ok(self, received: str) -> bool:
-        """Whether ``received`` is the table's type (an alarm may be any single-point type)."""
-        return received == self.type or (not self.required and received.startswith("M_SP"))
+    def type_for(self, cot: str) -> str | None:
+        """The type the table says arrives with cause ``cot``; None when the row is never sent with it."""
+        if cot == GI_COT:
+            return self.gi_type
+        if cot == COUNTER_COT:
+            return self.ci_type
+        return self.event_type
+
+    @property
+    def interrogation(self) -> str | None:
+        """The interrogation cause that must carry the row (GI, counter interrogation), if any."""
+        return GI_COT if self.gi_type else COUNTER_COT if self.ci_type else None
+
+    @property
+    def types(self) -> str:
+        """The types the row arrives with, as the reports print them."""
+        return ", ".join(sorted({t for t in (self.gi_type, self.ci_type, self.event_type) if t}))
+
+    def sent_as(self) -> str:
+        """How the table says the row is sent, in words."""
+        ways = [way for way, sent in (("in the general interrogation", self.gi_type),
+                                      ("in the counter interrogation", self.ci_type),
+                                      ("spontaneously", self.event_type)) if sent]
+        return " and ".join(ways) or "never"
 
 
 @dataclass(frozen=True)
@@ -84,8 +105,8 @@ class Check:
     verdict: Verdict
     message: str = ""
     ioa: int | None = None
-    type: str = ""
-    received_type: str = ""
+    type: str = ""                  # the types the table gives the row, comma-separated
+    received_type: str = ""         # the types that arrived, likewise
     expected: str = ""
     received: str = ""
     quality: str = ""
@@ -155,15 +176,12 @@ class DispatchResult:
         return suites
 
 
-def expectations(group: MasterGroup) -> list[Expectation]:
-    """Every row the master must see: mapped points, comm status per device, group alarms."""
-    rows = [Expectation(m.point.split(".", 1)[0], m.point, m.ioa, m.type, m.gi, m) for m in group.points]
-    rows += [Expectation(device, f"{device} comm status", ioa, "M_SP_TB_1", fixed=True)
-             for device, ioa in group.comm_status.items()]
-    rows += [Expectation("link", key, ioa, "M_SP_NA_1", fixed=False, required=False)
-             for key, ioa in (("buffer_overflow_ioa", group.buffer_overflow_ioa),
-                              ("clock_alarm_ioa", group.clock_alarm_ioa)) if ioa]
-    return rows
+def expectations(rows: Sequence[WireRow]) -> list[Expectation]:
+    """Every monitored row of the group's wire table: device points, comm status (True), alarms (False)."""
+    fixed = {"status": True, "alarm": False}
+    return [Expectation(row.device or "link", row.point, row.ioa, row.type, row.gi_type, row.ci_type, row.event_type,
+                        row.mapping if row.kind in ("monitor", "counter") else None, fixed.get(row.kind))
+            for row in rows if row.kind != "command"]
 
 
 # -- encoding: engineering value -> what the 104 type carries --------------------------------
@@ -185,7 +203,7 @@ def wire_value(type_name: str, mapping: PointMap | None, value: Any) -> Any:
     if type_name in ("M_ME_NB_1", "M_ME_TE_1"):
         return min(max(round(number * multiplier(mapping)), -32768), 32767)
     if family == "M_IT":
-        return round(number)
+        return round(number * multiplier(mapping))
     return number
 
 
@@ -283,11 +301,6 @@ class TagCheck:
                 f"(wrong wire time zone?)")
 
 
-def answer_cot(type_name: str) -> str:
-    """The cause an interrogation answer carries for this type (counters: counter interrogation)."""
-    return COUNTER_COT if type_name.startswith("M_IT") else GI_COT
-
-
 def check_row(exp: Expectation, arrivals: Sequence[Arrival], served: list[Any] | None,
               tags: TagCheck | None = None) -> Check:
     """The verdict on one table row.
@@ -299,53 +312,63 @@ def check_row(exp: Expectation, arrivals: Sequence[Arrival], served: list[Any] |
     problems, unchecked = _arrival_problems(exp, arrivals, shown)
     expected, judge = _expectation(exp, served, unchecked if shown is not None else [])
     if shown is not None:
-        problems += _shown_problems(exp, shown, expected, judge, tags)
+        problems += _shown_problems(exp, shown, expected, judge)
+    problems += _tag_problems(exp, arrivals, tags)
     received, quality = _displayed(exp, arrivals, shown)
     return _row_check(exp, problems, unchecked, expected, received, quality,
                       ", ".join(sorted({a.type for a in arrivals})))
 
 
+def _fits(exp: Expectation, arrival: Arrival) -> bool:
+    """Whether the object has the type the table gives for its cause."""
+    return arrival.type == exp.type_for(arrival.cot)
+
+
 def _judged(exp: Expectation, arrivals: Sequence[Arrival]) -> Arrival | None:
-    """The object the row is judged on: the last interrogation answer, else the last of the right type."""
-    good = [a for a in arrivals if a.accepted and exp.type_ok(a.type)]
-    answered = [a for a in good if a.cot == answer_cot(exp.type)]
+    """The object the row is judged on: the last interrogation answer, else the last object that fits."""
+    good = [a for a in arrivals if _fits(exp, a)]
+    answered = [a for a in good if a.cot == exp.interrogation]
     return (answered or good or [None])[-1]
 
 
 def _arrival_problems(exp: Expectation, arrivals: Sequence[Arrival],
                       shown: Arrival | None) -> tuple[list[str], list[str]]:
-    """(problems, things not checked) about what arrived: types, interrogation, nothing at all."""
+    """(problems, things not checked) about what arrived: types per cause, causes, interrogation, nothing at all."""
     problems: list[str] = []
-    wrong = sorted({a.type for a in arrivals if not exp.type_ok(a.type)})
-    if wrong:
-        problems.append(f"received type {', '.join(wrong)}, table says {exp.type}")
-    answered = shown is not None and shown.cot == answer_cot(exp.type)
-    if exp.gi and not answered and not wrong and (exp.required or shown is not None):
-        what = "counter interrogation" if exp.type.startswith("M_IT") else "general interrogation"
+    for cot in sorted({a.cot for a in arrivals if not _fits(exp, a)}):
+        wrong = ", ".join(sorted({a.type for a in arrivals if a.cot == cot and not _fits(exp, a)}))
+        expected = exp.type_for(cot)
+        problems.append(f"received type {wrong}, table says {expected} with cause {cot}" if expected else
+                        f"sent with cause {cot} ({wrong}); the table sends it only {exp.sent_as()}")
+    if exp.interrogation and not any(a.cot == exp.interrogation for a in arrivals):
+        what = "counter interrogation" if exp.interrogation == COUNTER_COT else "general interrogation"
         problems.append(f"not sent in the {what}")
     if shown is None and not problems:
-        return [], ["not sent (optional alarm point)" if not exp.required
-                    else "nothing received (gi: false, and no change was sent during the test)"]
+        return [], ["nothing received (gi: false, and no change was sent during the test)"]
     return problems, []
 
 
-def _shown_problems(exp: Expectation, shown: Arrival, expected: str, judge: Callable[[Any], bool] | None,
-                    tags: TagCheck | None) -> list[str]:
-    """Quality, value and time tag of the judged object."""
+def _shown_problems(exp: Expectation, shown: Arrival, expected: str, judge: Callable[[Any], bool] | None) -> list[str]:
+    """Quality and value of the judged object."""
     problems = []
     if shown.quality & BAD_QUALITY:
         problems.append(f"quality {' '.join(sorted(shown.quality))}")
     if judge is not None and not judge(shown.value):
         source = "expected" if exp.fixed is not None else "simulator served"
         problems.append(f"value {show(exp.type, shown.value)}, {source} {expected}")
-    if tags is not None and exp.type in TIME_TAGGED and (late := tags.ahead(shown)):
-        problems.append(late)
     return problems
+
+
+def _tag_problems(exp: Expectation, arrivals: Sequence[Arrival], tags: TagCheck | None) -> list[str]:
+    """The time tag of the last time-tagged object of the row (interrogation answers carry none)."""
+    tagged = [a for a in arrivals if _fits(exp, a) and a.type in TIME_TAGGED]
+    late = tags.ahead(tagged[-1]) if tags is not None and tagged else None
+    return [late] if late else []
 
 
 def _displayed(exp: Expectation, arrivals: Sequence[Arrival], shown: Arrival | None) -> tuple[str, str]:
     """(received value, quality) as the reports print them; a wrong-typed object is shown too."""
-    other = [a for a in arrivals if a.accepted and not exp.type_ok(a.type)]
+    other = [a for a in arrivals if not _fits(exp, a)]
     item = shown or (other[-1] if other else None)
     if item is None:
         return "", ""
@@ -378,8 +401,8 @@ def _row_check(exp: Expectation, problems: list[str], unchecked: list[str], expe
                received: str, quality: str, received_types: str) -> Check:
     verdict = Verdict.FAIL if problems else (Verdict.UNCHECKED if unchecked else Verdict.PASS)
     detail = "; ".join(problems) if problems else "; ".join(unchecked)
-    message = f"{exp.point} at IOA {exp.ioa} ({exp.type}): {detail}" if detail else ""
-    return Check(exp.suite, exp.point, verdict, message, exp.ioa, exp.type, received_types,
+    message = f"{exp.point} at IOA {exp.ioa} ({exp.types}): {detail}" if detail else ""
+    return Check(exp.suite, exp.point, verdict, message, exp.ioa, exp.types, received_types,
                  expected, received, quality)
 
 

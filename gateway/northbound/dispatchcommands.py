@@ -219,7 +219,7 @@ def monitored_value(mapping: PointMap, wire: Any) -> Optional[float]:
         return {2: 1.0, 1: 0.0}.get(int(wire))
     if mapping.type in ("M_ME_NA_1", "M_ME_TD_1"):
         return float(wire) * (mapping.full_scale or 1.0)
-    if mapping.type in ("M_ME_NB_1", "M_ME_TE_1"):
+    if mapping.type in ("M_ME_NB_1", "M_ME_TE_1") or mapping.type.startswith("M_IT"):
         return float(wire) / (mapping.multiplier or 1.0)
     return float(wire)
 

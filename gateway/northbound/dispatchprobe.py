@@ -122,8 +122,8 @@ def answer_to(plan: ProbePlan, served: float, posted_at: float, arrivals: Iterab
     new, old = wire_value(mapping.type, mapping, served), wire_value(mapping.type, mapping, plan.before)
     window = max(tolerance(exp, [new]), abs(new - old) / 2)
     for arrival in arrivals:
-        if (arrival.ioa == mapping.ioa and arrival.type == mapping.type and arrival.cot == SPONTANEOUS_COT
-                and arrival.accepted and arrival.at >= posted_at and isinstance(arrival.value, (int, float))
+        if (arrival.ioa == mapping.ioa and arrival.type == mapping.event_type and arrival.cot == SPONTANEOUS_COT
+                and arrival.at >= posted_at and isinstance(arrival.value, (int, float))
                 and abs(float(arrival.value) - new) <= window):
             return arrival
     return None

@@ -1,9 +1,10 @@
 """``gridgate dispatch-test``: play the dispatch master against a gateway's 104 outstation.
 
 Commissioning (联调) checks the outstation point by point against the table the dispatch centre
-holds. This tool does that from the site file: it connects as a c104 master to one master
-group, interrogates (station GI, and counter interrogation when the table has counters), and
-checks every row (IOA, type, quality, value against the simulator's, comm status, alarms), the
+holds. This tool does that from the site file, with the rows ``gridgate points export`` writes
+(``wiretable``): it connects as a c104 master to one master group, interrogates (station GI, and
+counter interrogation when the table has counters), and checks every row (IOA, the type of each
+cause, quality, value against the simulator's, comm status, alarms), the
 common address, that nothing outside the table is sent, how fast a provoked change arrives
 spontaneously, that clock synchronisation is confirmed, and (unless --no-commands) one
 command round trip per command IOA with a safe value and back (``commandtrips``). Verdicts are
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
-from gateway.config.iec104 import TIME_TAGGED, MasterGroup
+from gateway.config.iec104 import MasterGroup
 from gateway.config.loader import Site
 from gateway.northbound.dispatchcheck import (GI_COT, VALUE_SLACK_S, Arrival, Check, CommandTrip, DispatchResult,
                                               Expectation, Probe, TagCheck, ValueHistory, Verdict, check_row,
@@ -37,6 +38,7 @@ from gateway.northbound.tlstunnel import TlsClientFiles, TlsTunnel, client_conte
 from gateway.northbound.report import summary_text, write_html, write_junit
 from gateway.northbound.commandtrips import CommandTrips
 from gateway.northbound.dispatchcommands import trip_check, unchecked_trips
+from gateway.northbound.wiretable import commands, wire_rows
 
 SAMPLE_EVERY_S = 0.2
 MAX_PREROLL_S = 15.0
@@ -99,7 +101,8 @@ class DispatchTest:
 
     def __init__(self, site: Site, group: MasterGroup, options: Options) -> None:
         self.site, self.group, self.options = site, group, options
-        self.rows = expectations(group)
+        self.table = wire_rows(group)
+        self.rows = expectations(self.table)
         self.control = SimulatorControl(options.simulator, options.timeout_s) if options.simulator else None
         self.history = ValueHistory()
         self.tags = tag_check(group.wire_time_zone, options.time_tolerance_s)
@@ -174,7 +177,7 @@ class DispatchTest:
 
     def _no_connection(self, why: str) -> None:
         self._link("connect", why)
-        self._report_trips(unchecked_trips(self.group.commands, "no connection: nothing sent"))
+        self._report_trips(unchecked_trips(commands(self.table), "no connection: nothing sent"))
         for row in self.rows:
             self.result.checks.append(Check(row.suite, row.point, Verdict.UNCHECKED,
                                             f"{row.point} at IOA {row.ioa}: no connection",
@@ -193,7 +196,7 @@ class DispatchTest:
     def _interrogate(self, session: RecordingMaster) -> tuple[float, float]:
         started = time.time()
         self._link("general interrogation", session.interrogate(), time.time() - started)
-        if any(row.type.startswith("M_IT") for row in self.rows):
+        if any(row.ci_type for row in self.rows):
             begun = time.time()
             self._link("counter interrogation", session.counter_interrogate(), time.time() - begun)
         return started, time.time()
@@ -210,7 +213,7 @@ class DispatchTest:
         foreign = sorted(session.foreign_cas)
         self._link("common address", f"ASDUs with common address {', '.join(map(str, foreign))}, "
                                      f"expected {self.group.common_address}" if foreign else None)
-        self._notes(session, arrivals)
+        self._notes(session)
 
     def _served(self, row: Expectation, window: tuple[float, float]) -> Optional[list[Any]]:
         if self.control is None or row.mapping is None:
@@ -218,17 +221,13 @@ class DispatchTest:
         start, end = window
         return self.history.during(row.point, start - self._lag.get(row.suite, 1.0), end + VALUE_SLACK_S)
 
-    def _notes(self, session: RecordingMaster, arrivals: list[Arrival]) -> None:
-        """Findings that do not fail the run but that a dispatch centre may object to."""
-        tagged = sorted({(a.type, a.ioa) for a in arrivals if a.type in TIME_TAGGED and a.cot == GI_COT})
-        for type_name in sorted({t for t, _ in tagged}):
-            ioas = _listed(i for t, i in tagged if t == type_name)
-            self.result.notes.append(f"{type_name} (time-tagged) answers the GI at IOA {ioas}: strict masters "
-                                     "expect untagged types in interrogation answers")
+    def _notes(self, session: RecordingMaster) -> None:
+        """What c104 flagged that the rows do not already judge (types and causes per IOA)."""
         for (cause, type_name, cot), ioas in sorted(session.unexpected.items()):
-            reported = cause == "MISMATCHED_TYPE_ID" or (cause == "INVALID_COT" and cot == GI_COT)  # rows, note above
+            reported = cause == "MISMATCHED_TYPE_ID" or (cause == "INVALID_COT" and cot == GI_COT)
             if not reported:
                 self.result.notes.append(f"c104 flagged {type_name} with cause {cot} at IOA {_listed(ioas)}: {cause}")
+        self.result.notes += [f"frame not decoded (it breaks the IEC 104 layout): {why}" for why in session.undecodable]
 
     def _probe_latency(self, session: RecordingMaster) -> None:
         if self.control is None:
@@ -299,7 +298,7 @@ class DispatchTest:
     def _command_trips(self, session: RecordingMaster) -> None:
         """A safe value to every command IOA and back (``commandtrips``), unless --no-commands."""
         if not self.options.commands:
-            self._report_trips(unchecked_trips(self.group.commands, "not checked (--no-commands)"))
+            self._report_trips(unchecked_trips(commands(self.table), "not checked (--no-commands)"))
             return
         trips = CommandTrips(self.site, self.group, self._simulator_values, self.options.timeout_s)
         self._report_trips(trips.run(session))

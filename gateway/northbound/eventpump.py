@@ -14,13 +14,13 @@ So a master can see an event twice only when it never acknowledged the frame tha
 import asyncio
 import logging
 from collections import deque
-from typing import Callable, Sequence
+from typing import Sequence
 
 from hat.drivers.iec60870.encodings import iec104 as enc
 
 from gateway.config.iec104 import PointMap
 from gateway.northbound.asdus import InfoObject, cause, objects_per_asdu, pack
-from gateway.northbound.masterlink import LinkClosed, MasterLink
+from gateway.northbound.masterlink import MasterLink
 from gateway.northbound.station import StationImage
 from gateway.spool import Spool, SpooledSample
 

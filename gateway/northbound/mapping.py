@@ -2,7 +2,7 @@
 
 from typing import Any, Iterable
 
-from gateway.config.iec104 import CommandPolicy, MasterGroup, PointMap
+from gateway.config.iec104 import ALARM_POINTS, CommandPolicy, MasterGroup, PointMap
 from gateway.config.profile import PointSpec
 from gateway.interfaces import Device
 
@@ -62,8 +62,7 @@ def _ioa_problems(group: MasterGroup, loc: tuple) -> list[Problem]:
     claims = [(loc + ("points", i, "ioa"), m.ioa, m.point) for i, m in enumerate(group.points)]
     claims += [(loc + ("commands", i, "ioa"), c.ioa, f"command {c.point}") for i, c in enumerate(group.commands)]
     claims += [(loc + ("comm_status", d), ioa, f"comm status of {d}") for d, ioa in group.comm_status.items()]
-    claims += [(loc + (key,), ioa, key) for key, ioa in (("buffer_overflow_ioa", group.buffer_overflow_ioa),
-                                                        ("clock_alarm_ioa", group.clock_alarm_ioa)) if ioa]
+    claims += [(loc + (key,), getattr(group, key), key) for key in ALARM_POINTS if getattr(group, key)]
     for where, ioa, what in claims:
         if ioa in owners:
             problems.append((where, f"duplicate IOA {ioa} ({what}; already {owners[ioa]})"))

@@ -20,11 +20,10 @@ What a group does:
   buffer, and ``EventPump`` sends it to the active master (the one that started data transfer
   last), releasing events on N(R);
 * judges commands with ``CommandHandler``; raises the comm-status, buffer-overflow and clock
-  alarms as single points (untagged in GI, tagged as events); fires the fail-safe when every
-  master has been gone ``failsafe.after_s``.
+  alarms as single points (untagged in GI, tagged as events); keeps the fail-safe values applied
+  while every master has been gone ``failsafe.after_s`` (``FailSafe``).
 """
 
-import asyncio
 import logging
 import time
 from typing import Any, Callable, Iterable
@@ -32,17 +31,19 @@ from typing import Any, Callable, Iterable
 from hat.drivers import net
 from hat.drivers.iec60870 import apci
 from hat.drivers.iec60870.encodings import iec104 as enc
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 
 from gateway.aio import as_deferred
 from gateway.commands.audit import FAILSAFE as FAILSAFE_EVENT
 from gateway.commands.audit import AuditLog
-from gateway.commands.gate import FAILSAFE, CommandGate, CommandRequest
-from gateway.config.iec104 import MasterGroup, PointMap
+from gateway.commands.gate import CommandGate, CommandRequest, Outcome
+from gateway.config.iec104 import ALARM_POINTS, MasterGroup, PointMap
 from gateway.interfaces import ONLINE_POINT
 from gateway.model import Quality, Sample, point_id
 from gateway.northbound.commanding import CommandHandler
 from gateway.northbound.eventpump import EventPump
+from gateway.northbound.failsafe import FailSafe
 from gateway.northbound.masterlink import SEND_QUEUE, MasterLink
 from gateway.northbound.spontaneous import SpontaneousFilter
 from gateway.northbound.station import StationImage
@@ -55,7 +56,8 @@ from gateway.spool import Spool
 log = logging.getLogger(__name__)
 
 TICK_S = 0.05
-BUFFER_OVERFLOW, CLOCK_ALARM = "_buffer_overflow", "_clock_alarm"
+BUFFER_OVERFLOW, CLOCK_ALARM, FAILSAFE_ALARM = (ALARM_POINTS[k] for k in ("buffer_overflow_ioa", "clock_alarm_ioa",
+                                                                        "failsafe_alarm_ioa"))
 _COMMAND_TYPES = frozenset({"C_SC_NA", "C_DC_NA", "C_SE_NA", "C_SE_NB", "C_SE_NC", "C_SC_TA", "C_DC_TA",
                             "C_SE_TA", "C_SE_TB", "C_SE_TC"})
 
@@ -88,10 +90,10 @@ class GroupOutstation:
         self._unsubscribe: Callable[[], None] | None = None
         self._initialised = False
         self._stopped = False
-        self._absent_since: float | None = None
-        self._failsafe_fired = False
+        self._failsafe = FailSafe(group, gate.submit if gate else _no_gate, clock, self._failsafe_fired,
+                                  lambda on: self._set_alarm(FAILSAFE_ALARM, on))
         self._pinned = pinned_certificates(group.tls) if group.tls else None
-        for name in (BUFFER_OVERFLOW, CLOCK_ALARM):  # alarms start good and off, not IV like device points
+        for name in ALARM_POINTS.values():  # alarms start good and off, not IV like device points
             for mapping in self._maps.get(point_id(group.name, name), ()):
                 self._image.update(mapping, False, 0, clock())
         self._failing: set[str] = set()
@@ -262,27 +264,11 @@ class GroupOutstation:
         self._set_alarm(BUFFER_OVERFLOW, stats["dropped_overflow"] > 0 and stats["depth"] > 0)
 
     def _watch(self) -> None:
-        if any(link.started for link in self._links):
-            self._absent_since, self._failsafe_fired = None, False
-        else:
-            self._watch_absence()
+        self._failsafe.tick(any(link.started for link in self._links))
 
-    def _watch_absence(self) -> None:
-        """Fire the fail-safe once every master has been gone for ``failsafe.after_s``."""
-        failsafe = self.group.failsafe
-        if failsafe is None or self._gate is None or self._failsafe_fired:
-            return
-        now = self._clock()
-        self._absent_since = self._absent_since or now
-        if now - self._absent_since < failsafe.after_s:
-            return
-        self._failsafe_fired = True
-        log.warning("104 group %s: no master for %.0f s, fail-safe writes %s", self.group.name,
-                    now - self._absent_since, ", ".join(f"{w.point}={w.value:g}" for w in failsafe.writes))
+    def _failsafe_fired(self, absent_s: float) -> None:
         if self._audit is not None:
-            self._audit.append(FAILSAFE_EVENT, group=self.group.name, absent_s=round(now - self._absent_since, 3))
-        for write in failsafe.writes:
-            self._gate.submit(CommandRequest(self.group.name, write.point, write.value, origin=FAILSAFE))
+            self._audit.append(FAILSAFE_EVENT, group=self.group.name, absent_s=round(absent_s, 3))
 
     @property
     def listening(self) -> bool:
@@ -292,6 +278,7 @@ class GroupOutstation:
     def stats(self) -> dict[str, Any]:
         """Counters plus buffer depth, masters connected and whether one is active."""
         return {**self.counters, **self._pump.counters, "buffered": self._events.depth(),
+                "failsafe_pending": self._failsafe.pending,
                 "masters": len(self._links), "master_active": any(link.started for link in self._links)}
 
 
@@ -301,9 +288,15 @@ def _by_point(group: MasterGroup) -> dict[str, list[PointMap]]:
     for mapping in group.points:
         maps.setdefault(mapping.point, []).append(mapping)
     internal = {point_id(device, ONLINE_POINT): ioa for device, ioa in group.comm_status.items()}
-    for name, ioa in ((BUFFER_OVERFLOW, group.buffer_overflow_ioa), (CLOCK_ALARM, group.clock_alarm_ioa)):
+    for key, name in ALARM_POINTS.items():
+        ioa = getattr(group, key)
         if ioa:
             internal[point_id(group.name, name)] = ioa
     for point, ioa in internal.items():
         maps.setdefault(point, []).append(PointMap(point=point, ioa=ioa, type="M_SP_TB_1"))
     return maps
+
+
+def _no_gate(request: CommandRequest) -> Deferred:
+    """A group with a fail-safe but no command path (no audit log) cannot write: refused, and said why."""
+    return succeed(Outcome(False, reason="no command gate (the site has no audit log)"))

@@ -1,9 +1,12 @@
 """A c104 dispatch master that records everything it receives, for ``gridgate dispatch-test``.
 
-How the received type is seen: the client starts with no points, so every IOA is new to it and
-c104 calls ``on_new_point`` with the type that arrived; the point is then created with that
-type. A later object at the IOA with another type is refused by c104 and reported through
-``on_unexpected_message`` (``MISMATCHED_TYPE_ID``) with the message's type: both are recorded.
+What arrived is read from the raw frames (``on_receive_raw``), decoded by ``monitorframes``:
+every object with its own type, cause, value, quality and time tag. c104's point model cannot
+record it: it keeps one type per IOA and drops the rest of an ASDU after an object of another
+type, while a correct outstation answers interrogations with the untagged twin of a tagged
+type. c104 still creates a point for every new IOA (``on_new_point``) so that it does not report
+them as unknown; what it flags is kept in ``unexpected``. Frames that break the standard's
+layout are kept in ``undecodable``.
 Command confirmations (GI, counter interrogation, clock sync) are read from the raw frames
 (``on_receive_raw`` + ``c104.explain_bytes_dict``), since c104's calls return only a bool. So are
 the round trips of process commands (C_SC/C_DC/C_SE): the frames sent (``on_send_raw``) and
@@ -25,33 +28,10 @@ import c104
 
 from gateway.northbound.dispatchcheck import Arrival
 from gateway.northbound.dispatchcommands import NORMALIZED, SCALED, CommandFrame, Timeline, timeline
+from gateway.northbound.monitorframes import FrameError, monitor_objects
 
-QUALITY_FLAGS = {"Invalid": "IV", "NonTopical": "NT", "Substituted": "SB", "Blocked": "BL",
-                 "Overflow": "OV", "ElapsedTimeInvalid": "EI"}
-COUNTER_FLAGS = {"Invalid": "IV", "Adjusted": "CA", "Carry": "CY"}
 PROCESS_COMMANDS = frozenset({"C_SC_NA_1", "C_SC_TA_1", "C_DC_NA_1", "C_DC_TA_1", "C_SE_NA_1", "C_SE_TA_1",
                               "C_SE_NB_1", "C_SE_TB_1", "C_SE_NC_1", "C_SE_TC_1"})
-
-
-def _flags(quality: Any) -> frozenset[str]:
-    """c104 quality flags as their 104 abbreviations."""
-    if quality is None:
-        return frozenset()
-    names = COUNTER_FLAGS if isinstance(quality, c104.BinaryCounterQuality) else QUALITY_FLAGS
-    members = type(quality).__members__
-    return frozenset(short for name, short in names.items()
-                     if name in members and quality.value & members[name].value)
-
-
-def _plain(value: Any) -> Any:
-    """A c104 value as a Python bool/int/float (Double as its state number 0-3)."""
-    if isinstance(value, (bool, int, float)) or value is None:
-        return value
-    if isinstance(value, c104.Double):
-        return int(value.value)
-    if isinstance(value, c104.NormalizedFloat):
-        return float(value)
-    return int(value) if hasattr(value, "__int__") else str(value)
 
 
 def _select_bit(type_name: str, apdu: bytes) -> bool:
@@ -88,6 +68,7 @@ class RecordingMaster:
         self._frames: list[CommandFrame] = []  # process commands, both directions
         self.foreign_cas: set[int] = set()
         self.unexpected: dict[tuple[str, str, str], set[int]] = {}  # (cause, type, cot) -> IOAs
+        self.undecodable: list[str] = []  # why, and the frame's octets
         self._client = c104.Client(tick_rate_ms=50, command_timeout_ms=int(timeout_s * 1000))
         self._client.on_new_point(callable=self._on_new_point)
         self._client.on_new_station(callable=self._on_new_station)
@@ -100,29 +81,19 @@ class RecordingMaster:
     # -- c104 threads: copy plain values, wake waiters ------------------------------------------
 
     def _on_new_point(self, client: c104.Client, station: c104.Station, io_address: int, point_type: c104.Type) -> None:
-        point = station.add_point(io_address=io_address, type=point_type)
-        if point is not None:
-            point.on_receive(callable=self._on_receive)
+        station.add_point(io_address=io_address, type=point_type)
 
     def _on_new_station(self, client: c104.Client, connection: c104.Connection, common_address: int) -> None:
         with self._changed:
             self.foreign_cas.add(common_address)
 
-    def _on_receive(self, point: c104.Point, previous_info: c104.Information, message: c104.IncomingMessage) -> c104.ResponseState:
-        info = point.info
-        self._record(Arrival(point.io_address, message.type.name, message.cot.name, _plain(info.value),
-                             _flags(info.quality), info.recorded_at, time.time()))
-        return c104.ResponseState.NONE
-
     def _on_unexpected(self, connection: c104.Connection, message: c104.IncomingMessage, cause: c104.Umc) -> None:
         with self._changed:
             key = (cause.name, message.type.name, message.cot.name)
             self.unexpected.setdefault(key, set()).add(message.io_address)
-        if cause == c104.Umc.MISMATCHED_TYPE_ID:
-            self._record(Arrival(message.io_address, message.type.name, message.cot.name, None, frozenset(),
-                                 None, time.time(), accepted=False))
 
     def _on_raw(self, connection: c104.Connection, data: bytes) -> None:
+        self._record_objects(data)
         frame = c104.explain_bytes_dict(apdu=data)
         kind = frame.get("type")
         if isinstance(kind, c104.Type) and kind.name in ("C_IC_NA_1", "C_CI_NA_1", "C_CS_NA_1"):
@@ -145,9 +116,18 @@ class RecordingMaster:
             self._frames.append(recorded)
             self._changed.notify_all()
 
-    def _record(self, arrival: Arrival) -> None:
+    def _record_objects(self, data: bytes) -> None:
+        """Every monitored object of the frame, as an Arrival (none when the frame is malformed)."""
+        at = time.time()
+        try:
+            arrivals = [Arrival(o.ioa, o.type, o.cot, o.value, o.quality, o.recorded_at, at)
+                        for o in monitor_objects(bytes(data)) if o.common_address == self.common_address]
+        except FrameError as exc:
+            with self._changed:
+                self.undecodable.append(f"{exc}: {bytes(data).hex()}")
+            return
         with self._changed:
-            self._arrivals.append(arrival)
+            self._arrivals.extend(arrivals)
             self._changed.notify_all()
 
     # -- the calling thread -------------------------------------------------------------------

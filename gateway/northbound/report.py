@@ -130,8 +130,8 @@ def _table(headers: Sequence[str], rows: Iterable[str]) -> str:
 def _point_rows(checks: Sequence[Check]) -> list[str]:
     rows = []
     for c in sorted(checks, key=lambda c: c.ioa or 0):
-        received_type = c.received_type if c.received_type and c.received_type != c.type else ""
-        type_text = c.type + (f" (received {received_type})" if received_type else "")
+        other = sorted(set(c.received_type.split(", ")) - set(c.type.split(", "))) if c.received_type else []
+        type_text = c.type + (f" (received {', '.join(other)})" if other else "")
         rows.append(_row([c.ioa, type_text, c.name, c.expected or "-", c.received or "-", c.quality or "-",
                           c.verdict.value, c.message], _VERDICT_CLASS[c.verdict], numeric=(0,)))
     return rows

@@ -224,3 +224,20 @@ def test_failsafe_fires_after_the_configured_time_and_not_before(station, tmp_pa
     assert time.monotonic() - gone >= 3.0
     assert len(_events(tmp_path, "failsafe")) == fired_before + 1
     assert _events(tmp_path, "confirmed")[-1]["value"] == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_failsafe_is_reasserted_until_the_offline_device_confirms(station, tmp_path: Path) -> Iterator:
+    """Device silent when the fail-safe fires: refused attempts are retried (each audited) and the value lands once it answers."""
+    run, master = yield station(failsafe={"after_s": "1s", "writes": [{"point": "pcs1.active_power_setpoint", "value": 0}]},
+                                failsafe_alarm_ioa=12600)
+    assert (yield deferToThread(_send, master, SETPOINT, c104.Type.C_SE_NC_1, 20.0))
+    yield run.simulators[0].fault("pcs1", "silence")
+    yield until(lambda: run.gateway.table.get("pcs1._online").value is False, 10)
+    yield deferToThread(master.close)
+    outstation = run.gateway.outstations[0]
+    yield until(lambda: len([r for r in _events(tmp_path, "refused") if "not communicating" in r["reason"]]) >= 2, 10)
+    assert outstation.stats()["failsafe_pending"] == 1 and _setpoint(run) == pytest.approx(20.0)
+    yield run.simulators[0].clear_fault("pcs1")
+    yield until(lambda: _setpoint(run) == 0, 45)
+    yield until(lambda: outstation.stats()["failsafe_pending"] == 0, 5)

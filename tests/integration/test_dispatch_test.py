@@ -1,8 +1,10 @@
 """``gridgate dispatch-test`` against a real c104 Server standing in for the outstation.
 
 The stand-in serves the site's table from a running ModbusSimulator (read through
-``simulator.value`` every 50 ms, sent spontaneously on change), so the tool sees what a gateway
-would send; overrides make it serve one IOA with the wrong type or a wrong value. The simulator's
+``simulator.value`` every 50 ms, sent spontaneously on change, counters only in the counter
+interrogation), so the tool sees what a gateway would send (the table's types are untagged, so
+one c104 type per IOA serves GI and events alike); overrides make it serve one IOA with the
+wrong type or a wrong value. The simulator's
 side is the real control API (``gateway.simcontrol``). The tool is synchronous, so it runs in a
 worker thread while the reactor serves the simulator, the control API and the stand-in.
 This module must not use ``from __future__ import annotations`` (c104 callbacks).
@@ -94,15 +96,16 @@ class StandInOutstation:
     """A c104 Server serving a group's table from a simulator, with deliberate mistakes on demand."""
 
     def __init__(self, group: MasterGroup, simulator: Any, wrong_type: dict[int, str] | None = None,
-                 offset: dict[int, float] | None = None, common_address: int | None = None) -> None:
+                 offset: dict[int, float] | None = None, common_address: int | None = None, busy: bool = False) -> None:
         self.group, self.simulator = group, simulator
         self.wrong_type, self.offset = wrong_type or {}, offset or {}
+        self.busy = busy  # every point sent spontaneously at every update, changed or not
         self.server = c104.Server(ip=group.bind, port=group.port, tick_rate_ms=50)
         station = self.server.add_station(common_address=common_address or group.common_address)
         self.points = {m.ioa: station.add_point(io_address=m.ioa, type=getattr(c104.Type, self._type(m)))
                        for m in group.points}
-        status = station.add_point(io_address=COMM_STATUS_IOA, type=c104.Type.M_SP_TB_1)
-        status.info = c104.SingleInfo(on=True, recorded_at=datetime.datetime.utcnow())
+        status = station.add_point(io_address=COMM_STATUS_IOA, type=c104.Type.M_SP_NA_1)  # its GI type
+        status.info = c104.SingleInfo(on=True)
         self.sent: dict[int, Any] = {}
         self._update()
         self._loop = LoopingCall(self._update)
@@ -118,7 +121,8 @@ class StandInOutstation:
             c104_point = self.points[mapping.ioa]
             c104_point.info = info(self._type(mapping), mapping, value)
             last = self.sent.get(mapping.ioa)
-            if last is not None and abs(float(value) - float(last)) > mapping.threshold:
+            changed = last is not None and abs(float(value) - float(last)) > mapping.threshold
+            if mapping.event_type and (changed or self.busy):
                 c104_point.transmit(cause=c104.Cot.SPONTANEOUS)
             if last is None or abs(float(value) - float(last)) > mapping.threshold:
                 self.sent[mapping.ioa] = value
@@ -181,7 +185,7 @@ def test_correct_table_passes(site: Site, tmp_path: Path, capsys: pytest.Capture
     assert {s.get("name") for s in root.iter("testsuite")} == {"link", "pcs1"}
     cases = junit_cases(tmp_path / "junit.xml")
     assert {"connect", "general interrogation", "counter interrogation", "clock synchronisation",
-            "spontaneous latency", "pcs1.p_ac (IOA 16385)", "pcs1 comm status (IOA 100)"} <= set(cases)
+            "spontaneous latency", "pcs1.p_ac (IOA 16385)", "pcs1 communication status (IOA 100)"} <= set(cases)
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "PASSED" in page and "<svg" in page
     for moved in ("pcs1.p_ac", "pcs1.soc", "pcs1.v_l1"):  # the latency table names the points used
@@ -222,13 +226,13 @@ def test_without_simulator_values_are_not_checked(site: Site, tmp_path: Path) ->
     skipped = cases["pcs1.p_ac (IOA 16385)"].find("skipped")
     assert skipped is not None and "value not checked (no --simulator)" in skipped.get("message")
     assert cases["spontaneous latency"].find("skipped") is not None
-    assert cases["pcs1 comm status (IOA 100)"].find("skipped") is None  # True is known without a simulator
+    assert cases["pcs1 communication status (IOA 100)"].find("skipped") is None  # True is known without a simulator
 
 
 @pytest_twisted.inlineCallbacks
 def test_wrong_common_address_fails_the_interrogation(site: Site, tmp_path: Path) -> Iterator[Any]:
     """An outstation with another common address refuses the GI: the link check says why, every row is missing."""
-    code = yield run_against(site, tmp_path, timeout=2.0, common_address=8)
+    code = yield run_against(site, tmp_path, timeout=2.0, common_address=8, busy=True)  # frames with CA 8 keep coming
     assert code == 1
     cases = junit_cases(tmp_path / "junit.xml")
     failure = cases["general interrogation"].find("failure")

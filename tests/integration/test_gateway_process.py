@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator
 
@@ -183,7 +184,7 @@ def site_group(site: Path) -> str:
 
 
 def test_dispatch_test_passes_against_the_demo(tmp_path: Path) -> None:
-    """`gridgate dispatch-test` against `gridgate demo` passes every check and writes both reports."""
+    """`gridgate dispatch-test` against `gridgate demo` passes every check, the PCS setpoint and run/stop round trips included."""
     iec_port, control = free_ports(2)
     demo = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--duration", "120", "--spool", str(tmp_path / "spool.db"),
                              "--iec104-port", str(iec_port), "--control-port", str(control)],
@@ -197,7 +198,11 @@ def test_dispatch_test_passes_against_the_demo(tmp_path: Path) -> None:
         demo.send_signal(signal.SIGINT)
         demo.wait(30)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "<testsuite" in (tmp_path / "dispatch.xml").read_text()
+    suites = {s.get("name"): s for s in ET.parse(tmp_path / "dispatch.xml").getroot().iter("testsuite")}
+    commands = suites["commands"]
+    assert (commands.get("tests"), commands.get("failures"), commands.get("skipped")) == ("2", "0", "0")
+    assert {c.get("name") for c in commands.iter("testcase")} == {"pcs1.run_command (IOA 24577)",
+                                                                 "pcs1.active_power_setpoint (IOA 25089)"}
     assert "ac_active_power" in (tmp_path / "dispatch.html").read_text()
 
 

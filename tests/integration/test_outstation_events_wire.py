@@ -17,7 +17,7 @@ from gateway.demo import free_ports
 from gateway.model import Quality, Sample
 from tests import wire104 as w
 from tests.integration.sites import until
-from tests.integration.test_outstation import CA, _group, _site
+from tests.integration.test_outstation import _group, _site
 
 pytestmark = pytest.mark.integration
 IOA, BURST, M_ME_TF = 900, 10_000, 36

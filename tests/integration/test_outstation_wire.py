@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable
 import pytest
 import pytest_twisted
 
-from gateway.aio import as_deferred, await_deferred
+from gateway.aio import as_deferred
 from tests import wire104 as w
 from tests.integration.sites import until
 from tests.integration.test_commands import CA, SETPOINT, SETPOINT_READBACK, SETPOINT_SBO, _site

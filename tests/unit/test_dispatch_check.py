@@ -12,21 +12,22 @@ from gateway.northbound.dispatchcheck import (Arrival, Expectation, Probe, TagCh
                                               expectations, unexpected_ioas, wire_value)
 from gateway.northbound.dispatchprobe import (ProbePlan, answer_to, histogram, latency_summary, nudge,
                                               percentile, plan_probes)
+from gateway.northbound.wiretable import wire_rows
 
 NOW = 1_800_000_000.0
 
 
 def row(point: str = "pcs1.p", ioa: int = 16385, type_: str = "M_ME_NC_1", **mapping: object) -> Expectation:
-    """The expectation of one mapped point."""
-    pm = PointMap(point=point, ioa=ioa, type=type_, **mapping)
-    return Expectation(point.split(".")[0], point, ioa, type_, pm.gi, pm)
+    """The expectation of one mapped point, built from the group's wire table."""
+    [exp] = expectations(wire_rows(group(points=[{"point": point, "ioa": ioa, "type": type_, **mapping}])))
+    return exp
 
 
 def got(value: object, type_: str = "M_ME_NC_1", cot: str = "INTERROGATED_BY_STATION", ioa: int = 16385,
-        quality: frozenset[str] = frozenset(), at: float = NOW, accepted: bool = True,
+        quality: frozenset[str] = frozenset(), at: float = NOW,
         recorded_at: datetime.datetime | None = None) -> Arrival:
     """One received object."""
-    return Arrival(ioa, type_, cot, value, quality, recorded_at, at, accepted)
+    return Arrival(ioa, type_, cot, value, quality, recorded_at, at)
 
 
 def group(**extra: object) -> MasterGroup:
@@ -61,15 +62,36 @@ def test_wrong_type_fails_and_shows_what_came() -> None:
     """An IOA arriving with another type fails, naming both types, and the received value is still shown."""
     check = check_row(row(), [got(1000, type_="M_ME_NB_1")], [1000.0])
     assert check.verdict is Verdict.FAIL
-    assert "received type M_ME_NB_1, table says M_ME_NC_1" in check.message
+    assert "received type M_ME_NB_1, table says M_ME_NC_1 with cause INTERROGATED_BY_STATION" in check.message
     assert check.received == "1000" and check.received_type == "M_ME_NB_1" and check.expected == "1000 ±5"
 
 
-def test_type_refused_by_c104_after_a_right_one_still_fails() -> None:
-    """A later object with another type (c104 refused it: MISMATCHED_TYPE_ID) fails the row too."""
-    arrivals = [got(10.0), got(None, type_="M_ME_TF_1", cot="SPONTANEOUS", accepted=False)]
-    check = check_row(row(), arrivals, [10.0])
-    assert check.verdict is Verdict.FAIL and "received type M_ME_TF_1" in check.message
+def test_a_later_object_of_another_type_still_fails() -> None:
+    """A spontaneous object with a type the table does not give fails the row, after a right GI answer."""
+    check = check_row(row(), [got(10.0), got(10.0, type_="M_ME_TF_1", cot="SPONTANEOUS")], [10.0])
+    assert check.verdict is Verdict.FAIL and "received type M_ME_TF_1, table says M_ME_NC_1" in check.message
+
+
+def test_tagged_row_is_untagged_in_gi_and_tagged_spontaneously() -> None:
+    """M_ME_TF_1: M_ME_NC_1 at COT 20 and M_ME_TF_1 at COT 3 pass; the tagged type in the GI fails."""
+    tagged = row(type_="M_ME_TF_1")
+    assert (tagged.gi_type, tagged.event_type, tagged.types) == ("M_ME_NC_1", "M_ME_TF_1", "M_ME_NC_1, M_ME_TF_1")
+    fine = check_row(tagged, [got(10.0), got(11.0, type_="M_ME_TF_1", cot="SPONTANEOUS")], [10.0])
+    assert fine.verdict is Verdict.PASS and fine.received == "10", fine.message
+    check = check_row(tagged, [got(10.0, type_="M_ME_TF_1")], [10.0])
+    assert check.verdict is Verdict.FAIL
+    assert check.message == ("pcs1.p at IOA 16385 (M_ME_NC_1, M_ME_TF_1): received type M_ME_TF_1, table says "
+                             "M_ME_NC_1 with cause INTERROGATED_BY_STATION")
+
+
+def test_gi_false_row_must_not_answer_the_gi() -> None:
+    """gi: false: spontaneous only passes, an answer in the GI fails, nothing at all is "not checked"."""
+    quiet = row(gi=False)
+    assert check_row(quiet, [got(10.0, cot="SPONTANEOUS")], [10.0]).verdict is Verdict.PASS
+    check = check_row(quiet, [got(10.0)], [10.0])
+    assert check.verdict is Verdict.FAIL
+    assert "sent with cause INTERROGATED_BY_STATION (M_ME_NC_1); the table sends it only spontaneously" in check.message
+    assert check_row(quiet, [], [10.0]).verdict is Verdict.UNCHECKED
 
 
 def test_point_missing_from_gi_fails() -> None:
@@ -94,30 +116,35 @@ def test_without_simulator_the_value_is_not_checked() -> None:
 
 
 def test_comm_status_must_be_true() -> None:
-    """A comm-status point reporting False (device offline) fails without any simulator."""
-    status = next(r for r in expectations(group(comm_status={"pcs1": 100})) if r.ioa == 100)
-    assert status.type == "M_SP_TB_1"
-    assert check_row(status, [got(True, type_="M_SP_TB_1", ioa=100)], None).verdict is Verdict.PASS
-    check = check_row(status, [got(False, type_="M_SP_TB_1", ioa=100)], None)
+    """A comm-status point (M_SP_NA_1 in GI, M_SP_TB_1 spontaneously) reporting False fails without any simulator."""
+    status = next(r for r in expectations(wire_rows(group(comm_status={"pcs1": 100}))) if r.ioa == 100)
+    assert (status.point, status.type, status.gi_type, status.event_type) == (
+        "pcs1 communication status", "M_SP_TB_1", "M_SP_NA_1", "M_SP_TB_1")
+    arrivals = [got(True, type_="M_SP_NA_1", ioa=100), got(True, "M_SP_TB_1", "SPONTANEOUS", 100)]
+    assert check_row(status, arrivals, None).verdict is Verdict.PASS
+    check = check_row(status, [got(False, type_="M_SP_NA_1", ioa=100)], None)
     assert check.verdict is Verdict.FAIL and "value OFF (0), expected ON (1)" in check.message
 
 
-def test_alarm_points_are_optional_but_must_be_off_when_sent() -> None:
-    """Group alarms not sent are "not checked"; sent, they must be off."""
-    alarm = next(r for r in expectations(group(clock_alarm_ioa=900)) if r.ioa == 900)
-    assert alarm.suite == "link"
-    assert check_row(alarm, [], None).verdict is Verdict.UNCHECKED
+def test_alarm_points_must_be_in_the_gi_and_off() -> None:
+    """Group alarms are link rows: missing from the GI fails, on fails, off passes."""
+    alarm = next(r for r in expectations(wire_rows(group(clock_alarm_ioa=900))) if r.ioa == 900)
+    assert (alarm.suite, alarm.point) == ("link", "clock alarm")
+    assert "not sent in the general interrogation" in check_row(alarm, [], None).message
     assert check_row(alarm, [got(False, type_="M_SP_NA_1", ioa=900)], None).verdict is Verdict.PASS
     assert check_row(alarm, [got(True, type_="M_SP_NA_1", ioa=900)], None).verdict is Verdict.FAIL
 
 
-def test_counters_are_expected_in_the_counter_interrogation() -> None:
-    """M_IT rows pass when answered with cause REQUESTED_BY_GENERAL_COUNTER, rounded like the outstation."""
-    counter = row("meter1.e", 25601, "M_IT_NA_1")
-    ok = check_row(counter, [got(5001, "M_IT_NA_1", "REQUESTED_BY_GENERAL_COUNTER", 25601)], [5000.6])
+def test_counters_are_expected_in_the_counter_interrogation_only() -> None:
+    """M_IT rows pass when answered at REQUESTED_BY_GENERAL_COUNTER (value x multiplier, rounded); spontaneous fails."""
+    counter = row("meter1.e", 25601, "M_IT_TB_1", multiplier=100)
+    assert (counter.gi_type, counter.ci_type, counter.event_type) == (None, "M_IT_NA_1", None)
+    ok = check_row(counter, [got(500060, "M_IT_NA_1", "REQUESTED_BY_GENERAL_COUNTER", 25601)], [5000.6])
     assert ok.verdict is Verdict.PASS, ok.message
-    missing = check_row(counter, [got(5001, "M_IT_NA_1", "SPONTANEOUS", 25601)], [5000.6])
+    missing = check_row(counter, [got(500060, "M_IT_TB_1", "SPONTANEOUS", 25601)], [5000.6])
     assert "not sent in the counter interrogation" in missing.message
+    assert "sent with cause SPONTANEOUS (M_IT_TB_1); the table sends it only in the counter interrogation" in (
+        missing.message)
 
 
 @pytest.mark.parametrize("type_, mapping, value, wire", [
@@ -128,9 +155,10 @@ def test_counters_are_expected_in_the_counter_interrogation() -> None:
     ("M_SP_NA_1", {}, 1, True),
     ("M_DP_NA_1", {}, True, 2),
     ("M_IT_NA_1", {}, 12.6, 13),
+    ("M_IT_NA_1", {"multiplier": 100}, 12.3456, 1235),
 ])
 def test_wire_value_follows_the_outstation_encoding(type_: str, mapping: dict, value: float, wire: object) -> None:
-    """Normalized = value / full_scale (clipped), scaled = round(value x multiplier) (clipped), counters rounded."""
+    """Normalized = value / full_scale (clipped), scaled = round(value x multiplier) (clipped), counters likewise unclipped."""
     pm = PointMap(point="d.p", ioa=1, type=type_, **mapping)
     assert wire_value(type_, pm, value) == pytest.approx(wire)
 
@@ -144,7 +172,7 @@ def test_scaled_tolerance_is_the_deadband_in_wire_units() -> None:
 
 def test_ioas_outside_the_table_fail_the_link() -> None:
     """Objects at IOAs the table does not have are listed in a failing link check."""
-    rows = expectations(group())
+    rows = expectations(wire_rows(group()))
     assert unexpected_ioas(rows, [got(1.0)]).verdict is Verdict.PASS
     check = unexpected_ioas(rows, [got(1.0), got(2.0, ioa=4242)])
     assert check.verdict is Verdict.FAIL and "4242 (M_ME_NC_1)" in check.message
@@ -160,15 +188,16 @@ def test_value_history_includes_the_value_in_force_at_the_start() -> None:
 
 
 def test_time_tag_ahead_of_reception_fails() -> None:
-    """A time tag hours after its own reception (wrong wire zone) fails the row; one just before passes."""
+    """A spontaneous time tag hours after its own reception (wrong wire zone) fails the row; one just before passes."""
     tags = TagCheck(lambda tag: tag.replace(tzinfo=datetime.timezone.utc).timestamp(), 2.0)
     at = time.time()
     stamp = datetime.datetime.fromtimestamp(at, datetime.timezone.utc).replace(tzinfo=None)
-    status = Expectation("pcs1", "pcs1 comm status", 100, "M_SP_TB_1", fixed=True)
-    fine = got(True, "M_SP_TB_1", ioa=100, at=at, recorded_at=stamp - datetime.timedelta(seconds=1))
-    ahead = got(True, "M_SP_TB_1", ioa=100, at=at, recorded_at=stamp + datetime.timedelta(hours=8))
-    assert check_row(status, [fine], None, tags).verdict is Verdict.PASS
-    check = check_row(status, [ahead], None, tags)
+    status = next(r for r in expectations(wire_rows(group(comm_status={"pcs1": 100}))) if r.ioa == 100)
+    answer = got(True, "M_SP_NA_1", ioa=100, at=at)
+    fine = got(True, "M_SP_TB_1", "SPONTANEOUS", 100, at=at, recorded_at=stamp - datetime.timedelta(seconds=1))
+    ahead = got(True, "M_SP_TB_1", "SPONTANEOUS", 100, at=at, recorded_at=stamp + datetime.timedelta(hours=8))
+    assert check_row(status, [answer, fine], None, tags).verdict is Verdict.PASS
+    check = check_row(status, [answer, ahead], None, tags)
     assert check.verdict is Verdict.FAIL and "after its reception (wrong wire time zone?)" in check.message
 
 

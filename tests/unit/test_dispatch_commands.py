@@ -4,11 +4,11 @@ import types
 import xml.etree.ElementTree as ET
 from typing import Any
 
-import c104
 import pytest
+from hat.drivers.iec60870.encodings import iec104 as enc
 
 from drivers.modbus.profile import ModbusPoint
-from gateway.config.iec104 import CommandMap, CommandPolicy, PointMap
+from gateway.config.iec104 import CommandMap, CommandPolicy, MasterGroup, PointMap
 from gateway.config.profile import Limits
 from gateway.northbound.commanding import command_value
 from gateway.northbound.commandtrips import CommandTrips
@@ -120,9 +120,18 @@ def test_encoding_per_command_type(type_name: str, extra: dict, value: float, wi
     mapping = command(type_name, **extra)
     encoded = encode(mapping, value)
     assert encoded == wire
-    on_wire = c104.Double.ON if type_name.startswith("C_DC") and encoded == 2 else \
-        c104.Double.OFF if type_name.startswith("C_DC") else encoded
-    assert decode(mapping, encoded) == pytest.approx(command_value(mapping, on_wire))
+    assert decode(mapping, encoded) == pytest.approx(command_value(mapping, _element(type_name, encoded)))
+
+
+def _element(type_name: str, wire: Any) -> Any:
+    """The information element the outstation decodes for ``wire`` (hat-drivers' types, as ``commanding`` reads them)."""
+    if type_name.startswith("C_SC"):
+        return enc.IoElement_C_SC_NA(enc.SingleValue.ON if wire else enc.SingleValue.OFF, False, 0)
+    if type_name.startswith("C_DC"):
+        return enc.IoElement_C_DC_NA(enc.DoubleValue.ON if wire == 2 else enc.DoubleValue.OFF, False, 0)
+    value = {"C_SE_NA": enc.NormalizedValue, "C_SE_TA": enc.NormalizedValue, "C_SE_NB": enc.ScaledValue,
+             "C_SE_TB": enc.ScaledValue}.get(type_name[:7], enc.FloatingValue)(wire)
+    return enc.IoElement_C_SE_NC(value, False)
 
 
 def test_device_tolerance_is_the_readback_the_register_or_the_wire() -> None:
@@ -133,12 +142,13 @@ def test_device_tolerance_is_the_readback_the_register_or_the_wire() -> None:
 
 
 def test_monitored_value_reverses_the_table_encoding() -> None:
-    """A received object's engineering value: normalized x full_scale, scaled / multiplier, states as 1/0."""
+    """A received object's engineering value: normalized x full_scale, scaled and counters / multiplier, states as 1/0."""
     normalized = PointMap(point="pcs1.p_set", ioa=1, type="M_ME_NA_1", full_scale=250)
     assert monitored_value(normalized, 0.1) == pytest.approx(25.0)
     assert monitored_value(PointMap(point="pcs1.p_set", ioa=1, type="M_ME_NB_1", multiplier=10), 250) == 25.0
     assert monitored_value(PointMap(point="pcs1.run", ioa=1, type="M_DP_NA_1"), 2) == 1.0
     assert monitored_value(PointMap(point="pcs1.run", ioa=1, type="M_SP_NA_1"), False) == 0.0
+    assert monitored_value(PointMap(point="m.e", ioa=1, type="M_IT_NA_1", multiplier=100), 500060) == 5000.6
 
 
 # -- timelines from raw frames ------------------------------------------------------------------
@@ -232,8 +242,9 @@ def site(min_interval_s: float = 0.0) -> Any:
         command_policy=[policy], audit=types.SimpleNamespace(path="/var/log/gridgate-audit.jsonl")))
 
 
-def group(*commands: CommandMap) -> Any:
-    return types.SimpleNamespace(commands=list(commands), points=[], wire_time_zone="UTC")
+def group(*commands: CommandMap, points: list[dict] | None = None) -> MasterGroup:
+    return MasterGroup(name="g", bind="127.0.0.1", allowed_masters=["127.0.0.1"], common_address=1,
+                       commands=list(commands), points=points or [])
 
 
 def test_round_trip_sends_the_safe_value_then_the_old_one_pacing_the_policy() -> None:
@@ -273,8 +284,8 @@ def test_without_simulator_the_last_monitored_value_is_the_start() -> None:
     """No simulator: the point's last monitored value (scaled back) is where the step starts; the device is not checked."""
     master, clock = ScriptedMaster({}), FakeClock()
     master.arrivals = lambda: [Arrival(16390, "M_ME_NB_1", "INTERROGATED_BY_STATION", 1000, frozenset(), None, 1.0)]
-    table = group(command(mode="direct"))
-    table.points = [PointMap(point="pcs1.p_set", ioa=16390, type="M_ME_NB_1", multiplier=10)]
+    table = group(command(mode="direct"), points=[{"point": "pcs1.p_set", "ioa": 16390, "type": "M_ME_NB_1",
+                                                   "multiplier": 10}])
     [trip] = CommandTrips(site(), table, lambda: None, 5.0, clock.time, clock.sleep).run(master)
     assert trip.verdict is Verdict.PASS and [wire for _, wire, _, _ in master.sent] == [75.0, 100.0]
     assert "device value not checked (no --simulator)" in trip.message
