@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import STDLibLogObserver, globalLogBeginner
 
 from gateway.config.loader import Site, load_site
 from gateway.config.source import ConfigErrors
+from gateway.errors import GatewayError
 from gateway.interfaces import load_plugins, group_by_protocol
 
 log = logging.getLogger("gridgate")
@@ -205,12 +206,16 @@ def _react(body: Callable[[Any], Deferred]) -> int:
             reactor.stop()
 
     def failed(failure: Any) -> None:
-        log.error("stopped by an error: %s", failure.getTraceback())
-        outcome["code"] = 2
+        if failure.check(GatewayError):  # a known cause (port taken, spool unreadable): one line says it
+            log.error("gridgate cannot run: %s", failure.getErrorMessage())
+            outcome["code"] = 1
+        else:
+            log.error("stopped by an error: %s", failure.getTraceback())
+            outcome["code"] = 2
         if reactor.running:
             reactor.stop()
 
-    reactor.callWhenRunning(lambda: body(reactor).addCallbacks(finished, failed))
+    reactor.callWhenRunning(lambda: maybeDeferred(body, reactor).addCallbacks(finished, failed))
     reactor.run()
     return outcome["code"]
 

@@ -34,21 +34,26 @@ def status_line(gateway: Gateway) -> str:
 
 def start_gateway(reactor: Any, site: Site, plugins: dict[str, DriverPlugin],
                   spool_path: str | None = None) -> Gateway:
-    """Start the gateway's services and stop them (in order) when the reactor shuts down."""
+    """Start the gateway's services and stop them (in order) when the reactor shuts down.
+
+    ``gateway.ready`` fires once it is fully up, or fails with the start-up error."""
     gateway = Gateway(site, plugins, reactor, spool_path)
-    gateway.startService()
+    gateway.start()
     reactor.addSystemEventTrigger("before", "shutdown", gateway.stopService)
     return gateway
 
 
-def run_gateway(reactor: Any, site: Site, plugins: dict[str, DriverPlugin], status_every_s: float) -> Deferred:
-    """Run until the reactor stops, logging a status line every ``status_every_s``."""
+@inlineCallbacks
+def run_gateway(reactor: Any, site: Site, plugins: dict[str, DriverPlugin], status_every_s: float) -> Any:
+    """Run until the reactor stops, logging a status line every ``status_every_s``; a start-up
+    failure (a 104 port that cannot be bound) fails the returned Deferred, so the process exits."""
     gateway = start_gateway(reactor, site, plugins)
+    yield gateway.ready
     log.info("site %s: %d device(s) started", site.spec.site, len(site.devices))
     status = LoopingCall(lambda: log.info("%s", status_line(gateway)))
     status.clock = reactor
     status.start(status_every_s, now=False)
-    return Deferred()
+    yield Deferred()
 
 
 @inlineCallbacks

@@ -9,7 +9,7 @@ import os
 from typing import Any, Callable, Generator
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.task import LoopingCall
 
 from gateway.config.loader import Site
@@ -100,10 +100,13 @@ class OutstationService(Service):
 
     def __init__(self, outstations: list[GroupOutstation]) -> None:
         self.outstations = outstations
+        self.ready: Deferred = succeed(None)
 
     def startService(self) -> Deferred:
         super().startService()
-        return DeferredList([o.start() for o in self.outstations], fireOnOneErrback=True, consumeErrors=True)
+        self.ready = gatherResults([o.start() for o in self.outstations], consumeErrors=True)
+        self.ready.addErrback(lambda failure: failure.value.subFailure.raiseException())
+        return self.ready
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -149,9 +152,18 @@ class Gateway(MultiService):
         self.audit, self.gate = _command_path(site, self.table, self.drivers)
         self.outstations = [GroupOutstation(g, self.table, _event_buffer(g, self.spool.path), reactor,
                                             gate=self.gate, audit=self.audit) for g in spec.master_groups]
+        self.ready: Deferred = Deferred()  # see start()
+        self._outstation_service = OutstationService(self.outstations)
         if self.outstations:
-            OutstationService(self.outstations).setServiceParent(self)
+            self._outstation_service.setServiceParent(self)
         DriverService(self.drivers).setServiceParent(self)
+
+    def start(self) -> Deferred:
+        """Start every service; fires once the gateway is fully up (every 104 group listening), or
+        fails with the first start-up error (a port that cannot be bound)."""
+        self.startService()
+        self.ready = self._outstation_service.ready
+        return self.ready
 
     @inlineCallbacks
     def stopService(self) -> Generator[Deferred, Any, None]:

@@ -38,6 +38,7 @@ from gateway.aio import as_deferred
 from gateway.commands.audit import FAILSAFE as FAILSAFE_EVENT
 from gateway.commands.audit import AuditLog
 from gateway.commands.gate import CommandGate, CommandRequest, Outcome
+from gateway.errors import GatewayError
 from gateway.config.iec104 import ALARM_POINTS, MasterGroup, PointMap
 from gateway.interfaces import ONLINE_POINT
 from gateway.model import Quality, Sample, point_id
@@ -60,6 +61,10 @@ BUFFER_OVERFLOW, CLOCK_ALARM, FAILSAFE_ALARM = (ALARM_POINTS[k] for k in ("buffe
                                                                         "failsafe_alarm_ioa"))
 _COMMAND_TYPES = frozenset({"C_SC_NA", "C_DC_NA", "C_SE_NA", "C_SE_NB", "C_SE_NC", "C_SC_TA", "C_DC_TA",
                             "C_SE_TA", "C_SE_TB", "C_SE_TC"})
+
+
+class ListenError(GatewayError):
+    """A master group's port cannot be bound."""
 
 
 class GroupOutstation:
@@ -100,7 +105,8 @@ class GroupOutstation:
         self.counters = {"events": 0, "refused_masters": 0, "clock_syncs": 0, "malformed": 0, "errors": 0}
 
     def start(self) -> Any:
-        """Follow the PointTable, listen; a port that cannot be bound is logged and not served."""
+        """Follow the PointTable, listen; fails with ``ListenError`` when the port cannot be bound (a
+        gateway that cannot serve dispatch must not look as if it did)."""
         self._unsubscribe = self._table.subscribe(self._on_samples)
         self._on_samples(list(self._table.snapshot().values()))
         return as_deferred(self._listen())
@@ -114,9 +120,8 @@ class GroupOutstation:
                 receive_window_size=timers.w, send_queue_size=SEND_QUEUE,
                 ssl=server_context(group.name, group.tls) if group.tls else None)
         except OSError as exc:
-            log.error("104 group %s: cannot listen on %s:%d (%s); this group is not served",
-                      group.name, group.bind, group.port, exc)
-            return
+            raise ListenError(f"104 group {group.name}: cannot listen on {group.bind}:{group.port} "
+                              f"({exc.strerror or exc})") from None
         self._ticker.start(TICK_S, now=False)
         log.info("104 group %s: listening on %s:%d, %d points, %d commands, common address %d", group.name,
                  group.bind, group.port, len(self._monitored), len(group.commands), group.common_address)

@@ -37,7 +37,7 @@ class Running:
     def start_gateway(self) -> Any:
         from twisted.internet import reactor
         self.gateway = Gateway(self.site, self.plugins, reactor)
-        yield self.gateway.startService()
+        yield self.gateway.start()
 
     def all_good(self) -> bool:
         """Every profile point of every device has a good sample."""

@@ -204,16 +204,17 @@ def test_counter_interrogation_and_clock_sync(tmp_path: Path, running, master_fa
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_group_whose_port_is_taken_is_reported_and_the_rest_runs(tmp_path: Path, running, caplog) -> Iterator:
-    """Another program on the group's port: one clear error naming group and address; polling goes on."""
+def test_a_group_whose_port_is_taken_fails_the_start_naming_group_and_address(tmp_path: Path, running) -> Iterator:
+    """Another program on the group's port: the gateway does not start, the error names group and address."""
     import socket
+    from gateway.northbound.outstation import ListenError
     [port] = free_ports(1)
     squatter = socket.socket()
     squatter.bind(("127.0.0.1", port))
     squatter.listen()
     try:
-        run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 1, "type": "M_ME_NC_1"}])]))
-        yield until(run.all_good)
+        with pytest.raises(ListenError, match=f"104 group dispatch: cannot listen on 127.0.0.1:{port}"):
+            yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 1,
+                                                                              "type": "M_ME_NC_1"}])]))
     finally:
         squatter.close()
-    assert f"104 group dispatch: cannot listen on 127.0.0.1:{port}" in caplog.text
