@@ -35,3 +35,16 @@ class CommandRejected(GatewayError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class BadReply(DeviceGarbage):
+    """The device answered, but the reply failed a check before any value was decoded.
+
+    ``cause`` names the check, so failures can be counted by it: ``function_code``, ``unit``,
+    ``transaction``, ``byte_count``, ``length``, ``echo``, ``crc``, ``unframed`` or
+    ``undecodable``. The message names the device, the request and what was expected and got.
+    """
+
+    def __init__(self, device: str, cause: str, message: str) -> None:
+        super().__init__(device, message)
+        self.cause = cause

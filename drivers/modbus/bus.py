@@ -2,18 +2,24 @@
 
 One TCP endpoint or one serial port is one bus; every device (unit id) on it shares the link,
 so a command for any of them waits only for the request in flight, never for queued polls.
+
+Commands go through the same ``ModbusLink.call`` as polls, so every reply to a write or a
+read-back is checked against its request first: a wrong or short reply fails the command typed
+(``BadReply``, ``DeviceException``, ``DeviceTimeout``), never as a read-back value.
 """
 
 import asyncio
 import logging
 from typing import Any, Callable, Sequence
 
+from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.bit_message import WriteSingleCoilRequest
+from pymodbus.pdu.register_message import WriteMultipleRegistersRequest, WriteSingleRegisterRequest
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from drivers.modbus.codec import EncodeError, encode, set_bit
-from drivers.modbus.link import ModbusLink
-from drivers.modbus.plan import ReadBlock
+from drivers.modbus.link import ModbusLink, read_request
 from drivers.modbus.poller import DevicePoller
 from drivers.modbus.profile import ModbusPoint
 from gateway.aio import as_deferred
@@ -62,8 +68,7 @@ class ModbusBusDriver:
             raise CommandRejected(f"{command.device}.{command.point}: deadline passed before writing")
         timeout = min(poller.device.timeout_s, remaining)
         await self._write(poller, point, command.value, timeout)
-        block = ReadBlock(point.table, poller.profile.pdu_address(point), point.count, ((point, 0),))
-        words = await self._request(poller, timeout, lambda c: _read_one(c, block, poller.unit))
+        words = await self._read(poller, point, point.count, timeout)
         value, quality = poller.decode(point.id, words)
         poller.publish_readback(point.id, value, quality)
         _check_readback(command, point, value, quality)
@@ -72,11 +77,11 @@ class ModbusBusDriver:
     async def _write(self, poller: DevicePoller, point: ModbusPoint, value: Any, timeout: float) -> None:
         address, unit = poller.profile.pdu_address(point), poller.unit
         if point.table == "coil":
-            await self._request(poller, timeout, lambda c: c.write_coil(address, bool(value), device_id=unit))
+            await self._request(poller, timeout, WriteSingleCoilRequest(address=address, bits=[bool(value)],
+                                                                        dev_id=unit))
             return
         if point.bit is not None:
-            block = ReadBlock(point.table, address, 1, ((point, 0),))
-            word = (await self._request(poller, timeout, lambda c: _read_one(c, block, unit)))[0]
+            word = (await self._read(poller, point, 1, timeout))[0]
             words = [set_bit(word, point.bit, bool(value))]
         else:
             try:
@@ -84,24 +89,27 @@ class ModbusBusDriver:
             except EncodeError as exc:
                 raise CommandRejected(str(exc)) from exc
         if len(words) == 1 and poller.profile.modbus.single_register_write == 6:
-            await self._request(poller, timeout, lambda c: c.write_register(address, words[0], device_id=unit))
+            await self._request(poller, timeout, WriteSingleRegisterRequest(address=address, registers=words,
+                                                                            dev_id=unit))
         else:
-            await self._request(poller, timeout, lambda c: c.write_registers(address, words, device_id=unit))
+            await self._request(poller, timeout, WriteMultipleRegistersRequest(address=address, registers=words,
+                                                                               dev_id=unit))
 
-    async def _request(self, poller: DevicePoller, timeout: float, request: Callable) -> Any:
-        response = await self.link.call(poller.device.name, timeout, 0, True, request)
-        return getattr(response, "registers", None) or getattr(response, "bits", None) or []
+    async def _read(self, poller: DevicePoller, point: ModbusPoint, count: int, timeout: float) -> list:
+        """``count`` registers (or bits) from the point's address; the link checked their number."""
+        request = read_request(point.table, poller.profile.pdu_address(point), count, poller.unit)
+        response = await self._request(poller, timeout, request)
+        return response.bits if point.table == "coil" else response.registers
+
+    async def _request(self, poller: DevicePoller, timeout: float, request: ModbusPDU) -> ModbusPDU:
+        return await self.link.call(poller.device.name, timeout, 0, True, request)
 
     def stats(self) -> dict[str, Any]:
-        """Per-device poll counters, bus request count and queue depth."""
+        """Per-device poll counters and failed polls by cause, bus request count and queue depth."""
         return {"bus": self.link.name, "requests": self.link.requests, "queued": self.link.gate.waiting,
-                "devices": {name: dict(p.counters, offline=p.offline) for name, p in self.pollers.items()}}
-
-
-def _read_one(client: Any, block: ReadBlock, unit: int) -> Any:
-    if block.table == "coil":
-        return client.read_coils(block.start, count=block.count, device_id=unit)
-    return client.read_holding_registers(block.start, count=block.count, device_id=unit)
+                "ignored_frames": self.link.ignored_frames,
+                "devices": {name: dict(p.counters, offline=p.offline, failures=dict(p.causes))
+                            for name, p in self.pollers.items()}}
 
 
 def _writable_point(poller: DevicePoller, command: Command) -> ModbusPoint:

@@ -12,6 +12,13 @@ Quality follows what a dispatch centre expects of an RTU:
 A block answered with a Modbus exception makes its own points IV while the device stays
 online; an "illegal data address" on a merged read is retried point group by point group.
 
+Nothing a device sends can escape a poll: a reply that fails its check (``replycheck``) fails
+the poll like silence does, and so does any unexpected exception (a decoder meeting data it
+did not expect, a bug): the poll task never dies with an exception nobody retrieves. Failed
+polls are counted by cause (``failure_cause``). Each cause logs one WARNING per episode (an
+episode runs from the first failed poll to the next good one, which logs one INFO), so a device
+that fails every 100 ms for an hour writes a handful of lines, not 36,000.
+
 A tick that finds the previous poll still running is counted as skipped: under overload the
 gateway polls less often, it never builds a backlog.
 """
@@ -24,10 +31,10 @@ from typing import Any, Callable, Sequence
 from twisted.internet.task import LoopingCall
 
 from drivers.modbus.codec import make_decoder
-from drivers.modbus.link import ModbusLink
-from drivers.modbus.plan import ReadBlock, function_code, plan_reads, split_block
-from drivers.modbus.profile import ModbusProfile
-from gateway.errors import DeviceError, DeviceException
+from drivers.modbus.link import ModbusLink, read_request
+from drivers.modbus.plan import ReadBlock, plan_reads, split_block
+from drivers.modbus.profile import BIT_TABLES, ModbusProfile
+from gateway.errors import BadReply, DeviceError, DeviceException, DeviceGarbage, DeviceTimeout
 from gateway.interfaces import ONLINE_POINT, Device, ISampleSink
 from gateway.model import Quality, Sample, Value, point_id
 
@@ -37,12 +44,22 @@ PROBE_MAX_S = 10.0
 GOOD = int(Quality.GOOD)
 ILLEGAL_DATA_ADDRESS = 2
 
-_READERS = {
-    1: lambda c, b, unit: c.read_coils(b.start, count=b.count, device_id=unit),
-    2: lambda c, b, unit: c.read_discrete_inputs(b.start, count=b.count, device_id=unit),
-    3: lambda c, b, unit: c.read_holding_registers(b.start, count=b.count, device_id=unit),
-    4: lambda c, b, unit: c.read_input_registers(b.start, count=b.count, device_id=unit),
-}
+
+def failure_cause(exc: BaseException) -> str:
+    """The counter a failed poll or request goes under.
+
+    ``BadReply`` says which check failed (``function_code``, ``unit``, ``transaction``,
+    ``byte_count``, ``length``, ``echo``, ``crc``, ``unframed``, ``undecodable``); otherwise
+    ``timeout``, ``exception`` (a Modbus exception reply), ``garbage``, ``connection`` (not
+    connected, connection lost) or ``internal`` (anything unexpected: a bug, contained).
+    """
+    if isinstance(exc, BadReply):
+        return exc.cause
+    for kind, cause in ((DeviceTimeout, "timeout"), (DeviceException, "exception"),
+                        (DeviceGarbage, "garbage"), (DeviceError, "connection")):
+        if isinstance(exc, kind):
+            return cause
+    return "internal"
 
 
 class DevicePoller:
@@ -68,7 +85,11 @@ class DevicePoller:
         self._task: asyncio.Future | None = None
         self.failures = 0
         self._next_probe = 0.0
-        self.counters = {"polls": 0, "good_polls": 0, "failed_polls": 0, "skipped_polls": 0, "points": 0}
+        self.counters = {"polls": 0, "good_polls": 0, "failed_polls": 0, "skipped_polls": 0, "points": 0,
+                         "exception_replies": 0}
+        self.causes: dict[str, int] = {}  # failed polls by failure_cause
+        self._episode: dict[str, int] = {}  # the same, since the last good poll
+        self._ended_badly = False
 
     @property
     def offline(self) -> bool:
@@ -99,18 +120,30 @@ class DevicePoller:
         if self.offline and self._clock() < self._next_probe:
             return
         self._task = asyncio.ensure_future(self.poll())
+        self._task.add_done_callback(self._poll_ended)
+
+    def _poll_ended(self, task: asyncio.Future) -> None:
+        """The last net: ``poll`` contains read failures, this catches a failing sink too."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.causes["internal"] = self.causes.get("internal", 0) + 1
+            if not self._ended_badly:  # a bug, not a device: once per process is enough
+                self._ended_badly = True
+                log.error("%s: poll ended with an unexpected error", self.device.name, exc_info=exc)
 
     async def poll(self) -> None:
-        """Read every block once and publish the outcome as one batch."""
+        """Read every block once and publish the outcome as one batch; never raises."""
         self.counters["polls"] += 1
         try:
             values = await self._read_all()
-        except DeviceError as exc:
+        except Exception as exc:  # pylint: disable=broad-except  # a peer's bytes must not kill the task
             self._failed(exc)
             return
         if self.failures:
-            log.info("%s: answering again after %d failed poll(s)", self.device.name, self.failures)
+            log.info("%s: answering again after %d failed poll(s) (%s)", self.device.name, self.failures,
+                     ", ".join(f"{cause} {n}" for cause, n in self._episode.items()),
+                     extra={"episode": "recovered"})
         self.failures = 0
+        self._episode.clear()
         self.counters["good_polls"] += 1
         self._publish(values)
         if self._online is not True:
@@ -126,6 +159,7 @@ class DevicePoller:
         try:
             words = await self.read(block, priority=False)
         except DeviceException as exc:
+            self.counters["exception_replies"] += 1
             if exc.code == ILLEGAL_DATA_ADDRESS and len(block.points) > 1 and len(split_block(block)) > 1:
                 for part in split_block(block):
                     await self._read_block(part, values)
@@ -137,11 +171,10 @@ class DevicePoller:
             values[point.id] = self._decoders[point.id](words, offset)
 
     async def read(self, block: ReadBlock, priority: bool) -> list:
-        """The registers (or bits) of one block, read alone on the bus."""
-        reader = _READERS[function_code(block.table)]
+        """The registers (or bits) of one block, read alone on the bus; the link checked the count."""
         response = await self.link.call(self.device.name, self.device.timeout_s, self.device.retries,
-                                        priority, lambda client: reader(client, block, self.unit))
-        return response.bits if block.table in ("coil", "discrete") else response.registers
+                                        priority, read_request(block.table, block.start, block.count, self.unit))
+        return response.bits if block.table in BIT_TABLES else response.registers
 
     def decode(self, point: str, words: Sequence[Any]) -> tuple[Value, Quality]:
         """Decode one point from its own registers (or bits)."""
@@ -158,19 +191,26 @@ class DevicePoller:
         self.counters["points"] += len(batch)
         self._sink.publish(batch)
 
-    def _failed(self, exc: DeviceError) -> None:
+    def _failed(self, exc: Exception) -> None:
+        cause = failure_cause(exc)
         self.counters["failed_polls"] += 1
+        self.causes[cause] = self.causes.get(cause, 0) + 1
         self.failures += 1
+        if cause not in self._episode:
+            log.warning("%s: poll failed (%s), points %s: %s", self.device.name, cause,
+                        "IV" if self.offline else "NT", exc, exc_info=exc if cause == "internal" else None,
+                        extra={"episode": "failed", "cause": cause})
+        self._episode[cause] = self._episode.get(cause, 0) + 1
         if self.failures == 1:
-            log.warning("%s: poll failed, points NT: %s", self.device.name, exc)
             self._publish_stale(Quality.NT)
         if self.failures == self.device.offline_after:
             log.warning("%s: declared offline after %d failed polls, points IV",
                         self.device.name, self.failures)
             self._publish_stale(Quality.IV | Quality.NT)
             self._publish_online(False)
-        if self.offline:
-            interval = self.device.poll_s * 2 ** (self.failures - self.device.offline_after)
+        if self.offline:  # the exponent is capped: 0.1 * 2 ** 1030 raises OverflowError (~3 h offline)
+            doublings = min(self.failures - self.device.offline_after, 32)
+            interval = self.device.poll_s * 2 ** doublings
             self._next_probe = self._clock() + min(interval, max(PROBE_MAX_S, self.device.poll_s))
 
     def _publish_stale(self, quality: Quality) -> None:
