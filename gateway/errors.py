@@ -48,3 +48,19 @@ class BadReply(DeviceGarbage):
     def __init__(self, device: str, cause: str, message: str) -> None:
         super().__init__(device, message)
         self.cause = cause
+
+
+class CommandFailed(GatewayError):
+    """A command that failed after the gate accepted it, with what is known of the device.
+
+    ``written``: True when the device acknowledged the write, None when the write was sent but
+    not acknowledged (it may have been applied), False when nothing was sent. ``readback`` is the
+    value read after the write, when a read-back got that far (``read_back`` True). The gate
+    audits each of these before the failure, so the trail shows how far the command went.
+    """
+
+    def __init__(self, message: str, written: bool | None, read_back: bool = False, readback: object = None) -> None:
+        super().__init__(message)
+        self.written = written
+        self.read_back = read_back
+        self.readback = readback

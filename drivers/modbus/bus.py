@@ -23,7 +23,7 @@ from drivers.modbus.link import ModbusLink, read_request
 from drivers.modbus.poller import DevicePoller
 from drivers.modbus.profile import ModbusPoint
 from gateway.aio import as_deferred
-from gateway.errors import CommandRejected, DeviceError
+from gateway.errors import CommandFailed, CommandRejected, DeviceError, DeviceException
 from gateway.interfaces import Device, IDriver, ISampleSink
 from gateway.model import Command, CommandResult, Quality
 
@@ -67,9 +67,17 @@ class ModbusBusDriver:
         if remaining <= 0:
             raise CommandRejected(f"{command.device}.{command.point}: deadline passed before writing")
         timeout = min(poller.device.timeout_s, remaining)
-        await self._write(poller, point, command.value, timeout)
-        words = await self._read(poller, point, point.count, timeout)
-        value, quality = poller.decode(point.id, words)
+        try:
+            await self._write(poller, point, command.value, timeout)
+        except DeviceException as exc:  # the device answered the write with an exception: not applied
+            raise CommandFailed(f"{command.device}.{command.point}: write refused: {exc}", False) from exc
+        except DeviceError as exc:  # sent, no valid acknowledgement (silence, a bad reply): it may have been applied
+            raise CommandFailed(f"{command.device}.{command.point}: write not acknowledged: {exc}", None) from exc
+        try:
+            words = await self._read(poller, point, point.count, timeout)
+            value, quality = poller.decode(point.id, words)
+        except DeviceError as exc:
+            raise CommandFailed(f"{command.device}.{command.point}: written, read-back failed: {exc}", True) from exc
         poller.publish_readback(point.id, value, quality)
         _check_readback(command, point, value, quality)
         return CommandResult(command, value, self._clock())
@@ -129,4 +137,5 @@ def _writable_point(poller: DevicePoller, command: Command) -> ModbusPoint:
 def _check_readback(command: Command, point: ModbusPoint, value: Any, quality: Quality) -> None:
     tolerance = point.writable.readback_tolerance if point.writable else 0.0
     if quality & Quality.IV or value is None or abs(float(value) - float(command.value)) > tolerance:
-        raise DeviceError(command.device, f"{command.point}: wrote {command.value}, read back {value!r}")
+        raise CommandFailed(f"{command.device}.{command.point}: wrote {command.value}, read back {value!r}", True,
+                            read_back=True, readback=value)

@@ -22,7 +22,7 @@ from gateway.commands.audit import (CONFIRMED, FAILED, READ_BACK, RECEIVED, REFU
                                     new_command_id)
 from gateway.config.iec104 import CommandPolicy, Interlock
 from gateway.config.profile import PointSpec
-from gateway.errors import CommandRejected, GatewayError
+from gateway.errors import CommandFailed, CommandRejected, GatewayError
 from gateway.interfaces import ONLINE_POINT, Device, IDriver
 from gateway.model import Command, CommandResult, Quality, Value, point_id
 from gateway.points import PointTable
@@ -145,10 +145,12 @@ class CommandGate:
         command = Command(device, point, request.value, started + timeout, origin=f"{request.origin}:{request.group}")
         try:
             result: CommandResult = yield self._drivers[device].execute(command)
-        except Exception as exc:  # noqa: BLE001 - whatever the driver raised, the failure is audited
-            self._audit.append(FAILED, command=cid, point=request.point, reason=str(exc))
-            log.warning("command %s %s=%s failed: %s", cid, request.point, request.value, exc)
-            return Outcome(False, reason=str(exc))
+        except CommandFailed as exc:
+            return self._failed(cid, request, exc, exc.written, exc.read_back, exc.readback)
+        except CommandRejected as exc:  # the driver refused before writing
+            return self._failed(cid, request, exc, False, False, None)
+        except Exception as exc:  # noqa: BLE001 - unknown how far it went: audited as possibly written
+            return self._failed(cid, request, exc, None, False, None)
         self._audit.append(WRITTEN, command=cid, point=request.point, value=request.value)
         self._audit.append(READ_BACK, command=cid, point=request.point, value=result.readback)
         state = self._state.setdefault(request.point, _PointState())
@@ -158,6 +160,18 @@ class CommandGate:
         log.info("command %s %s=%s from %s confirmed (read back %s)", cid, request.point, request.value,
                  request.group, result.readback)
         return Outcome(True, result.readback)
+
+    def _failed(self, cid: str, request: CommandRequest, exc: Exception, written: bool | None, read_back: bool,
+                readback: Value) -> Outcome:
+        """Audit how far a failed command went (written, read back), then the failure itself."""
+        if written is not False:
+            self._audit.append(WRITTEN, command=cid, point=request.point, value=request.value,
+                               acknowledged=written is True)
+        if read_back:
+            self._audit.append(READ_BACK, command=cid, point=request.point, value=readback)
+        self._audit.append(FAILED, command=cid, point=request.point, reason=str(exc), readback=readback)
+        log.warning("command %s %s=%s failed: %s", cid, request.point, request.value, exc)
+        return Outcome(False, readback, reason=str(exc))
 
     def _check(self, request: CommandRequest, select: bool = False) -> CommandPolicy | None:
         policy = self._policies.get(request.point)

@@ -22,7 +22,7 @@ from drivers.modbus import DRIVER
 from drivers.modbus.profile import ModbusPoint, ModbusProfile
 from gateway.aio import as_deferred
 from gateway.config.profile import Limits
-from gateway.errors import BadReply, DeviceException, DeviceTimeout
+from gateway.errors import BadReply, CommandFailed, DeviceException, DeviceTimeout
 from gateway.model import Command, Quality, Sample
 from tests.devices import modbus_device, socat_cable
 from tests.hostile_modbus import HostileRtuDevice, HostileTcpDevice, Image
@@ -226,15 +226,16 @@ class CommandCase:
     fc: int
     error: type
     cause: str | None = None
+    written: bool | None = True  # what the failure says of the write: acknowledged, unknown (None), not applied
 
 
 COMMAND_CASES = [
-    CommandCase("wrong_echo", 6, BadReply, "echo"),
-    CommandCase("wrong_fc", 6, BadReply, "function_code"),
-    CommandCase("exception_wrong_fc", 6, BadReply, "function_code"),
-    CommandCase("truncated", 6, BadReply, "unframed"),
-    CommandCase("exception", 6, DeviceException),
-    CommandCase("silence", 6, DeviceTimeout),
+    CommandCase("wrong_echo", 6, BadReply, "echo", None),
+    CommandCase("wrong_fc", 6, BadReply, "function_code", None),
+    CommandCase("exception_wrong_fc", 6, BadReply, "function_code", None),
+    CommandCase("truncated", 6, BadReply, "unframed", None),
+    CommandCase("exception", 6, DeviceException, None, False),
+    CommandCase("silence", 6, DeviceTimeout, None, None),
     CommandCase("short_byte_count", 3, BadReply, "byte_count"),
     CommandCase("wrong_fc", 3, BadReply, "function_code"),
     CommandCase("fc1_bits", 3, BadReply, "function_code"),
@@ -250,13 +251,16 @@ def _failure_of(d: Deferred) -> Deferred:
 @pytest.mark.parametrize("case", COMMAND_CASES, ids=lambda c: f"{c.mode}-fc{c.fc}")
 @pytest_twisted.inlineCallbacks
 def test_bad_reply_to_a_write_or_read_back_is_a_typed_failure(hostile_tcp: tuple, case: CommandCase) -> Iterator:
-    """A spoilt reply to a command's write or read-back fails the command typed; its read-back is never published."""
+    """A spoilt reply to a command's write or read-back fails the command typed, saying whether the write went out;
+    its read-back is never published."""
     device, driver, sink = hostile_tcp
     yield sink.wait_for(lambda: _all_good(sink), reactor)
     device.misbehave(case.mode, fc=case.fc)
     [failure] = yield _failure_of(driver.execute(Command("hostile", "limit", COMMANDED, time.time() + 2)))
-    assert isinstance(failure.value, case.error), failure.getTraceback()
-    assert getattr(failure.value, "cause", None) == case.cause
+    assert isinstance(failure.value, CommandFailed) and failure.value.written is case.written, failure.getTraceback()
+    reason = failure.value.__cause__
+    assert isinstance(reason, case.error), failure.getTraceback()
+    assert getattr(reason, "cause", None) == case.cause
     assert "hostile" in str(failure.value)
     device.misbehave("good")
     yield sink.wait_for(lambda: sink.get("hostile.voltage_l1").quality == Quality.GOOD, reactor)
