@@ -153,23 +153,15 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    """Check an audit log's hash chain; exit 1 naming the first record edited, removed or reordered."""
-    from gateway.commands.audit import AuditError, verify
-    try:
-        result = verify(args.file)
-    except AuditError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if not result.ok:
-        print(f"{args.file}: {result.reason}", file=sys.stderr)
-        print(f"{result.records} record(s) intact before it", file=sys.stderr)
-        return 1
-    if not result.records:
-        print("OK: 0 records (empty log)")
-        return 0
-    print(f"OK: {result.records} records, chain intact ({result.algorithm})")
-    print(f"last hash {result.last_hash} (compare with a copy kept elsewhere: a chain cannot show a cut-off end)")
-    return 0
+    """Check an audit log's chain and signed checkpoints: exit 0 OK, 1 naming the first error, 3 if not proven."""
+    from gateway.commands.auditcli import cmd_verify
+    return cmd_verify(args)
+
+
+def cmd_audit_init(args: argparse.Namespace) -> int:
+    """Make the audit log's Ed25519 signing key (mode 0600) and its public key."""
+    from gateway.commands.auditcli import cmd_init
+    return cmd_init(args)
 
 
 def _count(text: str) -> int:
@@ -181,8 +173,8 @@ def _count(text: str) -> int:
 
 
 def _add_audit_parser(sub: Any) -> None:
-    """``gridgate audit show|verify``: read and check the hash-chained command audit log."""
-    audit = sub.add_parser("audit", help="show or verify the command audit log")
+    """``gridgate audit init|show|verify``: the signing key; read and check the command audit log."""
+    audit = sub.add_parser("audit", help="make the signing key, show or verify the command audit log")
     verbs = audit.add_subparsers(dest="audit_command", required=True)
     show = verbs.add_parser("show", help="print the records, one line each")
     show.add_argument("file")
@@ -190,9 +182,20 @@ def _add_audit_parser(sub: Any) -> None:
     show.add_argument("--command", dest="command_id", default=None, metavar="ID", help="only this command's records")
     show.add_argument("--json", action="store_true", help="print the raw records (JSON Lines)")
     show.set_defaults(func=cmd_audit_show)
-    verify = verbs.add_parser("verify", help="check the hash chain; exit 1 naming the first bad record")
-    verify.add_argument("file")
+    verify = verbs.add_parser("verify", help="check the chain and its signed checkpoints; exit 1 naming the first "
+                              "bad record, 3 when the log cannot be proven")
+    verify.add_argument("files", nargs="+", metavar="FILE", help="the log (its rotated parts FILE.<n> are included), "
+                        "parts, or a folder")
+    verify.add_argument("--public-key", default=None, metavar="PATH", help="the signing key's public half "
+                        "(gridgate audit init wrote KEY.pub)")
+    verify.add_argument("--state", default=None, metavar="PATH", help="the writer's state file (or a kept copy of a "
+                        "checkpoint): a cut before it is an error")
     verify.set_defaults(func=cmd_audit_verify)
+    init = verbs.add_parser("init", help="make the log's Ed25519 signing key (mode 0600) and KEY.pub")
+    init.add_argument("--key", required=True, metavar="PATH", help="the private key file to write")
+    init.add_argument("--public-key", default=None, metavar="PATH", help="where the public key goes (default KEY.pub)")
+    init.add_argument("--force", action="store_true", help="replace existing key files")
+    init.set_defaults(func=cmd_audit_init)
 
 
 def _react(body: Callable[[Any], Deferred]) -> int:

@@ -14,7 +14,7 @@ policies the CommandGate needs, so that ``gridgate dispatch-test`` runs command 
   information is the PCS's grid-connected indication.
 
 Both are refused while the PCS is in local mode; the setpoint also refuses charging above 95 %
-state of charge. The audit log is written next to the spool.
+state of charge. The audit log and its signing key are written next to the spool.
 """
 
 import argparse
@@ -29,6 +29,7 @@ import yaml
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import LoopingCall, deferLater
 
+from gateway.commands.auditkeys import init_key
 from gateway.config.loader import load_site
 from gateway.interfaces import load_plugins
 from gateway.livetable import CLEAR, render
@@ -90,6 +91,7 @@ def run_demo(reactor: Any, args: argparse.Namespace) -> Any:
     sim_site = load_site(_write(sim_dict, folder / "gridgate-demo-simulated.yaml"), plugins)
     site_dict["master_groups"] = [_master_group(sim_site.devices, args.iec104_port)]
     site_dict["command_policy"] = COMMAND_POLICY
+    site_dict["audit"]["key"] = str(_audit_key(folder))
     site = load_site(_write(site_dict, folder / "gridgate-demo-site.yaml"), plugins)
     simulators = yield start_simulators(reactor, sim_site, plugins)
     control = start_control(reactor, simulators, sim_site.devices, "127.0.0.1", args.control_port)
@@ -107,6 +109,14 @@ def run_demo(reactor: Any, args: argparse.Namespace) -> Any:
     print("\n".join(render(site.devices, gateway.table, time.time())))
     print(status_line(gateway))
     return 0
+
+
+def _audit_key(folder: Path) -> Path:
+    """The demo's audit signing key beside its spool, made on the first run (as `gridgate audit init` would)."""
+    key = folder / "gridgate-demo-audit.key"
+    if not key.exists():
+        init_key(key)
+    return key
 
 
 LOCAL_MODE = {"point": "pcs1.remote_mode", "op": "==", "value": False, "reason": "PCS in local mode"}

@@ -15,7 +15,7 @@ from twisted.internet.task import LoopingCall
 from gateway.config.loader import Site
 from gateway.influx import InfluxWriter, SeriesKey
 from gateway.lineprotocol import series_prefix
-from gateway.commands.audit import AuditLog
+from gateway.commands.audit import AuditError, AuditLog
 from gateway.commands.gate import CommandGate
 from gateway.config.iec104 import MasterGroup
 from gateway.interfaces import ONLINE_POINT, DriverPlugin, IDriver, group_by_protocol
@@ -150,6 +150,8 @@ class Gateway(MultiService):
         for protocol, devices in group_by_protocol(site.devices).items():
             self.drivers += plugins[protocol].build(devices, self.table, reactor)
         self.audit, self.gate = _command_path(site, self.table, self.drivers)
+        if self.audit is not None:
+            AuditService(self.audit, reactor).setServiceParent(self)
         self.outstations = [GroupOutstation(g, self.table, _event_buffer(g, self.spool.path), reactor,
                                             gate=self.gate, audit=self.audit) for g in spec.master_groups]
         self.ready: Deferred = Deferred()  # see start()
@@ -189,8 +191,45 @@ def _command_path(site: Site, table: PointTable, drivers: list[IDriver]) -> tupl
     spec = site.spec
     if not any(g.commands or g.failsafe for g in spec.master_groups):
         return None, None
-    audit = AuditLog(spec.audit.path, spec.audit.hash)
+    a = spec.audit
+    audit = AuditLog(a.path, a.hash, key=a.key, state=a.state, checkpoint_every=a.checkpoint_every,
+                     checkpoint_interval_s=a.checkpoint_interval_s, max_bytes=a.max_bytes, max_age_s=a.max_age_s)
     if audit.problem:
-        log.error("audit log %s cannot be continued, every command will be refused: %s", spec.audit.path, audit.problem)
+        log.error("audit log %s cannot be continued, every command will be refused: %s", a.path, audit.problem)
+    if a.key is None:
+        log.warning("audit log %s is unsigned: a cut at its end cannot be proven; make a key with "
+                    "`gridgate audit init --key PATH` and set audit.key", a.path)
     by_device = {name: driver for driver in drivers for name in driver.devices}
     return audit, CommandGate(spec.command_policy, site.devices, table, by_device, audit)
+
+
+class AuditService(Service):
+    """Seals the audit log on time (signed checkpoints, rotation by age) and at shutdown.
+
+    Started before the outstations, so it stops after them: the closing checkpoint comes after
+    the last command record."""
+
+    def __init__(self, audit: AuditLog, reactor: Any) -> None:
+        self.audit = audit
+        self._timer = LoopingCall(self._seal)
+        self._timer.clock = reactor
+        self._every = min(5.0, audit.checkpoint_interval_s)
+
+    def _seal(self) -> None:
+        try:
+            self.audit.maybe_checkpoint()
+        except AuditError as exc:
+            log.error("audit log %s: checkpoint failed: %s", self.audit.path, exc)
+
+    def startService(self) -> None:
+        super().startService()
+        self._timer.start(self._every, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._timer.running:
+            self._timer.stop()
+        try:
+            self.audit.close()
+        except AuditError as exc:
+            log.error("audit log %s: closing checkpoint failed: %s", self.audit.path, exc)

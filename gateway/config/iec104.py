@@ -232,7 +232,14 @@ class CommandPolicy(Strict):
 
 
 class AuditSpec(Strict):
-    """The hash-chained command audit log."""
+    """The hash-chained command audit log, sealed by Ed25519-signed checkpoints when ``key`` is given."""
 
     path: str = "gridgate-audit.jsonl"
     hash: Literal["sha256", "sm3"] = "sha256"
+    key: str | None = Field(None, description="Ed25519 signing key from `gridgate audit init --key`; "
+                                              "without it the log is unsigned and a cut tail cannot be proven")
+    state: str | None = Field(None, description="last checkpoint copy; default <key folder>/<log name>.state")
+    checkpoint_every: int = Field(1000, ge=1, description="records between signed checkpoints")
+    checkpoint_interval_s: Duration = Field(60.0, gt=0, description="a record is sealed within this")
+    max_bytes: Size | None = Field(None, gt=0, description="rotate the file past this size")
+    max_age_s: Duration | None = Field(None, gt=0, description="rotate the file past this age")

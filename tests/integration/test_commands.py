@@ -14,6 +14,8 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
+from gateway.commands.audit import CHAIN_EVENTS
+from gateway.commands.auditkeys import init_key
 from gateway.demo import free_ports
 from gateway.northbound.wiretime import WireClock
 from tests.integration.sites import until
@@ -41,7 +43,10 @@ def _site(folder: Path, extra_policy: dict | None = None, **group_extra: Any) ->
                           {"ioa": SETPOINT_TAGGED, "type": "C_SE_TC_1", "point": "pcs1.active_power_setpoint",
                            "mode": "direct"}],
              **group_extra}
-    site = {"site": "cmd", "spool": {"path": str(folder / "spool.db")}, "audit": {"path": str(folder / "audit.jsonl")},
+    if not (folder / "audit.key").exists():
+        init_key(folder / "audit.key")
+    site = {"site": "cmd", "spool": {"path": str(folder / "spool.db")},
+            "audit": {"path": str(folder / "audit.jsonl"), "key": str(folder / "audit.key")},
             "devices": [{"name": "pcs1", "profile": "pcs/gridgate-pcs-250", "poll_s": 0.2, "timeout_s": 0.3,
                          "connection": {"host": "127.0.0.1", "port": pcs_port}},
                         {"name": "bms1", "profile": "bms/gridgate-bms-tcp", "poll_s": 0.2, "timeout_s": 0.3,
@@ -103,7 +108,7 @@ def test_setpoint_reaches_the_pcs_and_is_confirmed(station, tmp_path: Path) -> I
         f["cot"] == "ACTIVATION_TERMINATION" and f["direction"] == "out" for f in _events(tmp_path, "frame")), 5)
     yield until(lambda: any(r.ioa == SETPOINT_READBACK and r.cot == "RETURN_INFO_REMOTE" for r in master.arrivals()), 5)
     yield until(lambda: abs(run.gateway.table.get("pcs1.ac_active_power").value - 40.0) < 0.5, 10)
-    assert [r["event"] for r in _audit(tmp_path) if r["event"] != "frame"] == ["received", "written", "read_back", "confirmed"]
+    assert [r["event"] for r in _audit(tmp_path) if r["event"] not in ("frame", *CHAIN_EVENTS)] == ["received", "written", "read_back", "confirmed"]
 
 
 @pytest_twisted.inlineCallbacks
@@ -241,3 +246,17 @@ def test_failsafe_is_reasserted_until_the_offline_device_confirms(station, tmp_p
     yield run.simulators[0].clear_fault("pcs1")
     yield until(lambda: _setpoint(run) == 0, 45)
     yield until(lambda: outstation.stats()["failsafe_pending"] == 0, 5)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_audit_log_of_a_run_verifies_with_the_public_key(station, tmp_path: Path) -> Iterator:
+    """After a command and a clean stop the signed log verifies (exit 0) with only the public key."""
+    import subprocess
+    import sys
+    run, master = yield station()
+    assert (yield deferToThread(_send, master, SETPOINT, c104.Type.C_SE_NC_1, 30.0))
+    yield run.stop()
+    result = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(tmp_path / "audit.jsonl"),
+                             "--public-key", str(tmp_path / "audit.key.pub")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout

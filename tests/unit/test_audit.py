@@ -1,28 +1,17 @@
-"""The command audit log: hash chain, tamper detection naming the record, reopen, CLI."""
+"""The command audit log, unsigned mode and record basics: chain, tampering named by file, line and seq, reopen.
+
+The signed checkpoints are in test_audit_signed.py, the CLI in test_audit_cli.py.
+"""
 
 import json
-import subprocess
-import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from gateway.commands.audit import (CONFIRMED, GENESIS, RECEIVED, REFUSED, AuditError, AuditLog, describe, digest,
-                                    new_command_id, record_hash, show, verify)
-
-T0 = datetime(2025, 3, 1, 2, 15, 0, 123456, tzinfo=timezone.utc)
-
-
-class StepClock:
-    """A clock advancing 1 s per reading, so records get distinct, known timestamps."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
+from gateway.commands.audit import (CONFIRMED, GENESIS, RECEIVED, REFUSED, AuditError, AuditLog, ChainBroken,
+                                    RecordDamaged, describe, digest, new_command_id, record_hash, show, verify)
+from tests.auditlogs import T0, StepClock, lines_of, rewrite
 
 
 def write_log(path: Path, count: int, algorithm: str = "sha256") -> list[dict]:
@@ -32,14 +21,6 @@ def write_log(path: Path, count: int, algorithm: str = "sha256") -> list[dict]:
                 for i in range(1, count + 1)]
 
 
-def lines_of(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines(keepends=True)
-
-
-def rewrite(path: Path, lines: list[str]) -> None:
-    path.write_text("".join(lines), encoding="utf-8")
-
-
 def test_sm3_known_answer() -> None:
     """SM3 of b"abc" is the GB/T 32905 test vector."""
     assert digest(b"abc", "sm3") == "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
@@ -47,11 +28,12 @@ def test_sm3_known_answer() -> None:
 
 @pytest.mark.parametrize("algorithm", ["sha256", "sm3"])
 def test_clean_log_verifies(tmp_path: Path, algorithm: str) -> None:
-    """An untouched log verifies with either algorithm, every record linked to the one before."""
+    """An untouched unsigned log is intact with either algorithm, but reported unsigned, never OK."""
     path = tmp_path / "audit.jsonl"
     records = write_log(path, 5, algorithm)
     result = verify(path)
-    assert (result.ok, result.records, result.first_bad, result.algorithm) == (True, 5, None, algorithm)
+    assert (result.status, result.ok, result.intact) == ("unsigned", False, True)
+    assert (result.records, result.first_bad, result.algorithm) == (5, None, algorithm)
     assert [r["seq"] for r in records] == [1, 2, 3, 4, 5]
     assert records[0]["prev"] == GENESIS
     assert all(later["prev"] == earlier["hash"] for earlier, later in zip(records, records[1:]))
@@ -69,7 +51,7 @@ def test_record_fields_and_timestamps(tmp_path: Path) -> None:
     assert datetime.fromisoformat(record["ts_local"]) == T0.replace(microsecond=123000)
     assert record["value"] == "nan" and record["issued_at"] == T0.isoformat()
     assert json.loads(lines_of(path)[0]) == record
-    assert verify(path).ok
+    assert verify(path).intact
 
 
 def test_append_refuses_reserved_and_non_json_fields(tmp_path: Path) -> None:
@@ -92,8 +74,8 @@ def test_edited_value_names_the_record(tmp_path: Path) -> None:
     lines[6] = json.dumps(record, separators=(",", ":")) + "\n"
     rewrite(path, lines)
     result = verify(path)
-    assert not result.ok and result.first_bad == 7 and result.records == 6
-    assert result.reason == "record seq 7 (line 7): hash does not match its content (edited)"
+    assert isinstance(result.error, RecordDamaged) and result.first_bad == 7 and result.records == 6
+    assert result.reason == f"{path}:7: seq 7: hash does not match its content (edited)"
 
 
 def test_edited_and_rehashed_record_is_caught_by_the_next_link(tmp_path: Path) -> None:
@@ -107,8 +89,8 @@ def test_edited_and_rehashed_record_is_caught_by_the_next_link(tmp_path: Path) -
     lines[6] = json.dumps(record) + "\n"
     rewrite(path, lines)
     result = verify(path)
-    assert not result.ok and result.first_bad == 7
-    assert result.reason.startswith("record seq 8 (line 8): prev does not match the hash of seq 7 (line 7)")
+    assert isinstance(result.error, ChainBroken) and result.first_bad == 7
+    assert result.reason.startswith(f"{path}:8: seq 8: prev does not match the hash of seq 7 (line 7)")
 
 
 def test_deleted_record_is_named(tmp_path: Path) -> None:
@@ -119,8 +101,8 @@ def test_deleted_record_is_named(tmp_path: Path) -> None:
     del lines[7]
     rewrite(path, lines)
     result = verify(path)
-    assert not result.ok and result.first_bad == 8 and result.line == 8
-    assert result.reason == "record seq 9 (line 8): follows seq 7: seq 8 removed"
+    assert isinstance(result.error, ChainBroken) and result.first_bad == 8 and result.line == 8
+    assert result.reason == f"{path}:8: seq 9: follows seq 7: seq 8 removed"
 
 
 def test_deleted_first_record_is_named(tmp_path: Path) -> None:
@@ -129,8 +111,8 @@ def test_deleted_first_record_is_named(tmp_path: Path) -> None:
     write_log(path, 3)
     rewrite(path, lines_of(path)[1:])
     result = verify(path)
-    assert not result.ok and result.first_bad == 1
-    assert result.reason == "record seq 2 (line 1): is the first record: seq 1 removed"
+    assert not result.intact and result.first_bad == 1
+    assert result.reason == f"{path}:1: seq 2: is the first record: seq 1 removed"
 
 
 def test_swapped_records_are_reported_as_reordered(tmp_path: Path) -> None:
@@ -141,8 +123,8 @@ def test_swapped_records_are_reported_as_reordered(tmp_path: Path) -> None:
     lines[4], lines[5] = lines[5], lines[4]
     rewrite(path, lines)
     result = verify(path)
-    assert not result.ok and result.first_bad == 6 and result.line == 5
-    assert result.reason == "line 5: seq 6 after seq 4: records reordered (seq 5 is at line 6)"
+    assert not result.intact and result.first_bad == 6 and result.line == 5
+    assert result.reason == f"{path}:5: seq 6: seq 6 after seq 4: records reordered (seq 5 is at line 6)"
 
 
 def test_duplicated_record_is_out_of_order(tmp_path: Path) -> None:
@@ -152,8 +134,8 @@ def test_duplicated_record_is_out_of_order(tmp_path: Path) -> None:
     lines = lines_of(path)
     rewrite(path, lines[:3] + [lines[2]] + lines[3:])
     result = verify(path)
-    assert not result.ok and result.line == 4
-    assert result.reason == "line 4: seq 3 after seq 3: out of order (moved or duplicated)"
+    assert not result.intact and result.line == 4
+    assert result.reason == f"{path}:4: seq 3: seq 3 after seq 3: out of order (moved or duplicated)"
 
 
 def test_torn_last_line_is_reported(tmp_path: Path) -> None:
@@ -162,8 +144,9 @@ def test_torn_last_line_is_reported(tmp_path: Path) -> None:
     write_log(path, 10)
     path.write_bytes(path.read_bytes()[:-25])
     result = verify(path)
-    assert not result.ok and result.records == 9 and result.first_bad == 10 and result.line == 10
-    assert result.reason.startswith("line 10: torn record (no end of line)")
+    assert isinstance(result.error, RecordDamaged)
+    assert result.records == 9 and result.first_bad == 10 and result.line == 10
+    assert result.reason.startswith(f"{path}:10: torn record (no end of line)")
 
 
 def test_duplicate_key_is_an_edit(tmp_path: Path) -> None:
@@ -174,7 +157,7 @@ def test_duplicate_key_is_an_edit(tmp_path: Path) -> None:
     lines[1] = lines[1].replace('"value":2.0', '"value":2.0,"value":9.0')
     rewrite(path, lines)
     result = verify(path)
-    assert not result.ok and result.line == 2 and "'value' appears twice" in result.reason
+    assert not result.intact and result.line == 2 and "'value' appears twice" in result.reason
 
 
 def test_reopen_continues_the_chain(tmp_path: Path) -> None:
@@ -185,7 +168,7 @@ def test_reopen_continues_the_chain(tmp_path: Path) -> None:
         assert log.seq == 3 and log.problem is None
         more = log.append(CONFIRMED, command="c3", latency_ms=12.5)
     assert more["seq"] == 4 and more["prev"] == first[-1]["hash"]
-    assert verify(path).ok and verify(path).records == 4
+    assert verify(path).intact and verify(path).records == 4
 
 
 @pytest.mark.parametrize("damage", ["torn", "edited"])
@@ -247,39 +230,3 @@ def test_command_ids_are_short_and_unique() -> None:
     """new_command_id gives 12 hex characters, different each time."""
     ids = {new_command_id() for _ in range(1000)}
     assert len(ids) == 1000 and all(len(i) == 12 and int(i, 16) >= 0 for i in ids)
-
-
-def _gridgate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60)
-
-
-def test_cli_verify_ok_and_broken(tmp_path: Path) -> None:
-    """`gridgate audit verify` exits 0 with a summary on a clean log, 1 naming the record on a tampered one."""
-    path = tmp_path / "audit.jsonl"
-    write_log(path, 3, "sm3")
-    ok = _gridgate("audit", "verify", str(path))
-    assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.splitlines()[0] == "OK: 3 records, chain intact (sm3)"
-    rewrite(path, [line.replace('"value":2.0', '"value":20.0') for line in lines_of(path)])
-    bad = _gridgate("audit", "verify", str(path))
-    assert bad.returncode == 1
-    assert "record seq 2 (line 2): hash does not match its content (edited)" in bad.stderr
-
-
-def test_cli_show_last(tmp_path: Path) -> None:
-    """`gridgate audit show --last 2` prints two readable lines; --json prints the raw records."""
-    path = tmp_path / "audit.jsonl"
-    records = write_log(path, 4)
-    shown = _gridgate("audit", "show", str(path), "--last", "2")
-    assert shown.returncode == 0, shown.stderr
-    lines = shown.stdout.splitlines()
-    assert len(lines) == 2 and "#3 " in lines[0] and "c4" in lines[1] and "pcs1.p_set = 4.0" in lines[1]
-    raw = _gridgate("audit", "show", str(path), "--command", "c2", "--json")
-    assert [json.loads(line) for line in raw.stdout.splitlines()] == [records[1]]
-
-
-def test_cli_verify_missing_file(tmp_path: Path) -> None:
-    """A log that cannot be read is exit 1 with the reason, not a traceback."""
-    result = _gridgate("audit", "verify", str(tmp_path / "absent.jsonl"))
-    assert result.returncode == 1 and "cannot read" in result.stderr and "Traceback" not in result.stderr
-
