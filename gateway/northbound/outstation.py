@@ -49,7 +49,7 @@ from gateway.northbound.masterlink import SEND_QUEUE, MasterLink
 from gateway.northbound.spontaneous import SpontaneousFilter
 from gateway.northbound.station import StationImage
 from gateway.northbound.systemcommands import SystemCommands
-from gateway.northbound.tls import pinned_certificates, server_context
+from gateway.northbound.tls import REFUSALS, pinned_certificates, server_context
 from gateway.northbound.wiretime import WireClock
 from gateway.points import PointTable
 from gateway.spool import Spool
@@ -150,7 +150,7 @@ class GroupOutstation:
         refusal = self._refusal(link)
         if refusal:
             self.counters["refused_masters"] += 1
-            log.warning("104 group %s: refused master %s: %s", self.group.name, link.peer, refusal)
+            REFUSALS.report(self.group.name, f"master {link.host}", refusal)
             await link.close()
             return
         self._links.append(link)

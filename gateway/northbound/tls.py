@@ -11,8 +11,9 @@ with it. No CRL is checked yet.
 import datetime
 import logging
 import ssl
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cryptography.hazmat.primitives import serialization
 
@@ -122,11 +123,71 @@ def server_context(group: str, tls: TlsSpec) -> ssl.SSLContext:
     log.info("104 group %s: TLS >= %s, masters need a certificate %s", group, tls.min_version,
              f"pinned in tls.pinned_masters ({len(tls.pinned_masters)})" if tls.pinned_masters else f"issued by {tls.ca}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.sslobject_class = _logging_tls_object(group)
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_cert_chain(tls.cert, tls.key)
     context.load_verify_locations(cafile=tls.ca)
     return context
+
+
+def refusal_cause(exc: ssl.SSLError) -> str:
+    """What a commissioning engineer needs to hear about a failed handshake, from OpenSSL's reason."""
+    detail = f"{getattr(exc, 'verify_message', '') or ''} {exc.reason or ''} {exc}".lower()
+    for needle, cause in (("expired", "the master's certificate has expired"),
+                          ("not yet valid", "the master's certificate is not valid yet"),
+                          ("unable to get local issuer", "the master's certificate is not issued by this group's CA"),
+                          ("self-signed", "the master's certificate is self-signed and not this group's CA"),
+                          ("peer did not return a certificate", "the master sent no certificate"),
+                          ("wrong version number", "not TLS (plain TCP on a TLS port?)"),
+                          ("http request", "not TLS (plain TCP on a TLS port?)"),
+                          ("unsupported protocol", "the master offers a TLS version below tls.min_version")):
+        if needle in detail:
+            return cause
+    return f"TLS error: {exc.reason or exc}"
+
+
+def _logging_tls_object(group: str) -> type[ssl.SSLObject]:
+    """An ``SSLObject`` class that logs a refused handshake with its cause: asyncio drops handshake
+    errors silently (they are ``OSError``s, logged only in debug mode)."""
+    class LoggingSSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except ssl.SSLError as exc:
+                REFUSALS.report(group, "TLS handshake", refusal_cause(exc))
+                raise
+    return LoggingSSLObject
+
+
+class RefusalLog:
+    """Refusals logged once per group and cause per minute, with the count suppressed meanwhile:
+    a master retrying every second must not flood the log."""
+
+    def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every_s
+        self._clock = clock
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def forget(self) -> None:
+        """Start afresh: the next refusal of every kind is logged."""
+        self._last.clear()
+
+    def report(self, group: str, what: str, cause: str) -> None:
+        """Log ``what`` refused for ``cause`` unless it was logged less than ``every_s`` ago."""
+        key, now = (group, f"{what}: {cause}"), self._clock()
+        last, suppressed = self._last.get(key, (None, 0))
+        if last is not None and now - last < self._every:
+            self._last[key] = (last, suppressed + 1)
+            return
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        log.warning("104 group %s: %s refused: %s%s", group, what, cause, more)
+        self._last[key] = (now, 0)
+
+
+REFUSALS = RefusalLog()
 
 
 def pinned_certificates(tls: TlsSpec) -> set[bytes]:

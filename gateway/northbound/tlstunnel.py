@@ -156,6 +156,7 @@ class TlsTunnel:
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: str) -> None:
         moved = 0
+        hint = " before any 104 data (did the outstation refuse this master's certificate?)"
         try:
             while chunk := await reader.read(CHUNK):
                 moved += len(chunk)
@@ -164,9 +165,12 @@ class TlsTunnel:
         except OSError as exc:
             if direction == "from":
                 # TLS 1.3: the client's handshake is done before the server checks the client certificate,
-                # so a refused certificate shows up as an alert on the first read
-                hint = " before any 104 data (did the outstation refuse this master's certificate?)" if not moved else ""
-                self._failed(f"TLS session with {self.target[0]}:{self.target[1]} ended: {_reason(exc)}{hint}")
+                # so a refused certificate shows up as an alert on the first read, or as a plain close
+                self._failed(f"TLS session with {self.target[0]}:{self.target[1]} ended: {_reason(exc)}"
+                             f"{hint if not moved else ''}")
+            return
+        if direction == "from" and not moved:
+            self._failed(f"TLS session with {self.target[0]}:{self.target[1]} closed by the outstation{hint}")
 
 
 def _reason(exc: BaseException) -> str:

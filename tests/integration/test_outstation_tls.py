@@ -171,20 +171,24 @@ def test_master_with_a_certificate_of_the_ca_is_served(tls_outstation, pki: Path
     assert (C_IC_NA_1, COT_ACT_TERM, [0]) in session.frames
 
 
-@pytest.mark.parametrize("cert, tls, why", [
-    (None, True, "no client certificate"),
-    ("rogue", True, "certificate of another CA"),
-    ("expired", True, "expired certificate of the right CA"),
-    (None, False, "plain TCP (no TLS) on the TLS port"),
+@pytest.mark.parametrize("cert, tls, why, logged", [
+    (None, True, "no client certificate", "sent no certificate"),
+    ("rogue", True, "certificate of another CA", "not issued by this group's CA"),
+    ("expired", True, "expired certificate of the right CA", "has expired"),
+    (None, False, "plain TCP (no TLS) on the TLS port", "not TLS"),
 ])
 @pytest_twisted.inlineCallbacks
 def test_masters_without_a_valid_certificate_are_refused(tls_outstation, pki: Path, cert: Optional[str], tls: bool,
-                                                         why: str) -> Iterator[Any]:
-    """No certificate, another CA's, an expired one, or no TLS at all: the link never starts (no STARTDT con)."""
+                                                         why: str, logged: str, caplog) -> Iterator[Any]:
+    """No certificate, another CA's, an expired one, or no TLS at all: the link never starts (no STARTDT con), and
+    the log says the handshake was refused and why."""
+    from gateway.northbound.tls import REFUSALS
+    REFUSALS.forget()  # earlier tests' refusals within the minute must not mute this one
     run, port = yield tls_outstation()
     session = yield deferToThread(raw_master, port, pki, cert, tls)
     assert not session.started, (why, session)
     assert not session.frames, why
+    assert f"104 group dispatch: TLS handshake refused: " in caplog.text and logged in caplog.text, caplog.text
     served = yield deferToThread(raw_master, port, pki, "master1")
     assert served.started, "the outstation still serves a valid master afterwards"
 

@@ -231,3 +231,19 @@ def test_min_version_accepts_yaml_numbers() -> None:
     assert TlsSpec(cert="a", key="b", ca="c", min_version=1.3).min_version == "1.3"
     with pytest.raises(ValueError):
         TlsSpec(cert="a", key="b", ca="c", min_version="1.1")
+
+
+def test_refusals_are_logged_once_a_minute_per_cause_with_the_count_suppressed(caplog) -> None:
+    """A master refused every second: one line per minute and cause, the next one counting what was suppressed."""
+    import logging
+    from gateway.northbound.tls import RefusalLog
+    now = [0.0]
+    refusals = RefusalLog(60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING):
+        for second in range(125):
+            now[0] = float(second)
+            refusals.report("dispatch", "master 10.0.0.9", "not in allowed_masters")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["104 group dispatch: master 10.0.0.9 refused: not in allowed_masters",
+                     "104 group dispatch: master 10.0.0.9 refused: not in allowed_masters (59 more since the last report)",
+                     "104 group dispatch: master 10.0.0.9 refused: not in allowed_masters (59 more since the last report)"]
