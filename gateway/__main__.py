@@ -4,6 +4,7 @@ The asyncio reactor must be installed before anything imports ``twisted.internet
 this module installs it first and only then imports the CLI.
 """
 
+import os
 import sys
 
 
@@ -14,7 +15,13 @@ def main() -> None:
     asyncioreactor.install()
     from gateway.cli import main as cli_main
 
-    sys.exit(cli_main(sys.argv[1:]))
+    try:
+        code = cli_main(sys.argv[1:])
+        sys.stdout.flush()
+    except BrokenPipeError:  # `gridgate check site.yaml | head -2`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python would flush at exit and fail again
+        code = 1
+    sys.exit(code)
 
 
 if __name__ == "__main__":

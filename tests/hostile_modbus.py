@@ -177,9 +177,9 @@ class HostileTcpDevice(_Behaviour):
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self) -> int:
-        """Listen; returns the port."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> int:
+        """Listen (on ``port``, or a free one); returns the port."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 BACKOFF_START_S = 0.5
-BACKOFF_MAX_S = 30.0
+BACKOFF_MAX_S = 8.0  # under the poller's 10 s probe period, so a probe is never turned away by the backoff
 
 
 class PriorityGate:
@@ -201,7 +201,7 @@ class ModbusLink:
                 log.info("%s: connected again", self.name)
             self._backoff, self._down_logged = BACKOFF_START_S, False
             return
-        self._next_attempt = now + self._backoff * random.uniform(0.8, 1.2)
+        self._next_attempt = now + self._backoff * random.uniform(0.8, 1.0)  # jitter down only: the cap holds
         self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
         if not self._down_logged:
             log.warning("%s: cannot connect; retrying with backoff up to %g s", self.name, BACKOFF_MAX_S)

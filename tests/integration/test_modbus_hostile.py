@@ -17,6 +17,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 
 from drivers.modbus import DRIVER
 from drivers.modbus.profile import ModbusPoint, ModbusProfile
@@ -265,3 +266,18 @@ def test_bad_reply_to_a_write_or_read_back_is_a_typed_failure(hostile_tcp: tuple
     device.misbehave("good")
     yield sink.wait_for(lambda: sink.get("hostile.voltage_l1").quality == Quality.GOOD, reactor)
     _assert_only_true_values(sink.history, limit=(TRUE["limit"], COMMANDED))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_device_back_after_40_s_down_is_good_within_the_probe_period(hostile_tcp: tuple) -> Iterator:
+    """The device's TCP port is gone for 40 s, then back: its points are good again within 10 s (probe period) + polls."""
+    device, driver, sink = hostile_tcp
+    yield sink.wait_for(lambda: _all_good(sink), reactor)
+    port = device.port
+    yield as_deferred(device.stop())
+    yield sink.wait_for(lambda: sink.get("hostile.voltage_l1").quality & Quality.IV, reactor)
+    yield deferLater(reactor, 40, lambda: None)
+    yield as_deferred(device.start(port))
+    back = time.monotonic()
+    yield sink.wait_for(lambda: _all_good(sink), reactor, timeout_s=30)
+    assert time.monotonic() - back <= 11.0, f"good again after {time.monotonic() - back:.1f} s"

@@ -97,3 +97,17 @@ def test_schema_writes_site_and_profile_schemas(tmp_path: Path) -> None:
     site = json.loads((tmp_path / "schemas" / "site.schema.json").read_text())
     profile = json.loads((tmp_path / "schemas" / "profile-modbus.schema.json").read_text())
     assert "master_groups" in site["properties"] and "points" in profile["properties"]
+
+
+def test_check_into_a_closed_pipe_ends_quietly() -> None:
+    """`gridgate check SITE | head -1` after head left: no BrokenPipeError traceback on stderr, exit 1."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    site = Path(__file__).resolve().parents[2] / "examples" / "ess-site.yaml"
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "check", str(site)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
