@@ -215,8 +215,15 @@ class InfluxWriter:
         if self._loop is None:
             self._loop = Deferred.fromCoroutine(self._run())
 
-    def stop(self) -> "Deferred[None]":
-        """Let the in-flight batch finish (bounded by ``timeout_s``), then close connections."""
+    def stop(self, grace_s: float = 0.0) -> "Deferred[None]":
+        """Forward what is committed for up to ``grace_s`` (a clean exit leaves nothing behind while
+        InfluxDB is up), let the in-flight batch finish (bounded by ``timeout_s``), then close."""
+        if grace_s > 0 and self._loop is not None and self._spool.depth() > 0:
+            drained = self.drained()
+            drained.addTimeout(grace_s, self._reactor)
+            if self._sleep is not None:
+                self._sleep.cancel()  # send now, not after the flush interval
+            return drained.addErrback(lambda _: None).addCallback(lambda _: self.stop())
         self._stopping = True
         if self._sleep is not None:
             self._sleep.cancel()

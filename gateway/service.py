@@ -81,10 +81,13 @@ class SpoolService(Service):
 
 
 class WriterService(Service):
-    """Runs the InfluxDB writer between start and stop."""
+    """Runs the InfluxDB writer between start and stop; on stop the drivers have already stopped,
+    so the last polls are committed and forwarded for up to ``exit_flush_s`` before it closes."""
 
-    def __init__(self, writer: InfluxWriter) -> None:
+    def __init__(self, writer: InfluxWriter, spool: Spool, exit_flush_s: float) -> None:
         self.writer = writer
+        self.spool = spool
+        self.exit_flush_s = exit_flush_s
 
     def startService(self) -> None:
         super().startService()
@@ -92,7 +95,11 @@ class WriterService(Service):
 
     def stopService(self) -> Deferred:
         super().stopService()
-        return self.writer.stop()
+        try:
+            self.spool.commit()
+        except SpoolError as exc:
+            log.error("spool %s: last commit before exit failed (kept in memory only): %s", self.spool.path, exc)
+        return self.writer.stop(self.exit_flush_s)
 
 
 class OutstationService(Service):
@@ -145,7 +152,7 @@ class Gateway(MultiService):
         if spec.influx is not None:
             token = os.environ.get(spec.influx.token_env)
             self.writer = InfluxWriter(self.spool, spec.influx, token, series_of(site, spec.influx.measurement), reactor)
-            WriterService(self.writer).setServiceParent(self)
+            WriterService(self.writer, self.spool, spec.influx.exit_flush_s).setServiceParent(self)
         self.drivers: list[IDriver] = []
         for protocol, devices in group_by_protocol(site.devices).items():
             self.drivers += plugins[protocol].build(devices, self.table, reactor)

@@ -23,6 +23,7 @@ class InfluxSpec(Strict):
     batch_size: int = Field(5000, ge=1, le=100_000)
     flush_interval_s: Duration = 1.0
     timeout_s: Duration = 10.0
+    exit_flush_s: Duration = Field(5.0, ge=0, description="on SIGTERM/Ctrl-C, time to forward what is committed")
     measurement: str = "gridgate"
 
     @model_validator(mode="after")

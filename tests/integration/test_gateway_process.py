@@ -127,6 +127,19 @@ def test_sigkill_loses_no_committed_sample(tmp_path: Path, site: Path, victoria_
     assert not missing, f"{len(missing)} of {len(wanted)} committed samples never arrived, e.g. {sorted(missing)[:3]}"
 
 
+def test_sigterm_forwards_what_is_committed_before_exit(tmp_path: Path, site: Path) -> None:
+    """InfluxDB up, SIGTERM while polling every 0.1 s: exit 0 with an empty spool (the last polls were forwarded)."""
+    gateway = _gridgate("run", site)
+    spool = tmp_path / "spool.db"
+    try:
+        _wait(lambda: spool.exists() and len(_spooled(spool)) > 0, 30, "a spooled sample")
+        time.sleep(1.5)
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(20) == 0, gateway.stderr.read().decode()[-2000:]
+    assert _spooled(spool) == []
+
+
 def _tz_site(tmp_path: Path, wire_zone: str) -> tuple[Path, int]:
     device_port, iec_port = free_ports(2)
     profile = {"model": "TZ", "kind": "meter", "protocol": "modbus",
