@@ -44,6 +44,12 @@ def cause(cot: int, negative: bool = False, test: bool = False, originator: int 
     return enc.Cause(type=kind, is_negative_confirm=negative, is_test=test, originator_address=originator)
 
 
+def cot_of(asdu: enc.ASDU) -> int:
+    """The cause of transmission of a decoded ASDU as a number (hat gives an enum, or an int outside it)."""
+    kind = asdu.cause.type
+    return kind.value if hasattr(kind, "value") else int(kind)
+
+
 def cp56(clock: WireClock, ts: float, invalid: bool = False) -> enc.Time:
     """CP56Time2a of ``ts`` as wall time in the wire zone (raises ValueError outside 2000-2099)."""
     wall = clock.wall_time(ts)

@@ -27,7 +27,7 @@ from gateway.aio import await_deferred
 from gateway.commands.audit import DESELECTED, AuditLog
 from gateway.commands.gate import CommandGate, CommandRequest
 from gateway.config.iec104 import CommandMap, MasterGroup, PointMap
-from gateway.northbound.asdus import cause, from_cp56, pack
+from gateway.northbound.asdus import cause, cot_of, from_cp56, pack
 from gateway.northbound.controlrules import (ACT_CON, ACT_TERM, Action, ControlFrame, ControlRules, Verdict)
 from gateway.northbound.masterlink import MasterLink
 from gateway.northbound.station import StationImage
@@ -95,7 +95,7 @@ class CommandHandler:
         io = asdu.ios[0]
         type_name = f"{asdu.type.name}_1"
         element = io.elements[0]
-        frame = ControlFrame(link.id, type_name, _cot(asdu), asdu.cause.is_negative_confirm, asdu.cause.is_test,
+        frame = ControlFrame(link.id, type_name, cot_of(asdu), asdu.cause.is_negative_confirm, asdu.cause.is_test,
                              asdu.address, io.address, element.value, bool(element.select),
                              qualifier(type_name, raw), asdu.cause.originator_address)
         verdict = self._rules.judge(frame, self._clock())
@@ -190,7 +190,3 @@ def _cot_name(cot: int) -> str:
     """The audit log's name of a cause (the names audit files have always carried), else the number."""
     return _COT_NAMES.get(cot, str(cot))
 
-
-def _cot(asdu: enc.ASDU) -> int:
-    kind = asdu.cause.type
-    return kind.value if hasattr(kind, "value") else int(kind)

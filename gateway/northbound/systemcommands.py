@@ -26,7 +26,7 @@ from typing import Callable
 from hat.drivers.iec60870.encodings import iec104 as enc
 
 from gateway.config.iec104 import MasterGroup
-from gateway.northbound.asdus import from_cp56
+from gateway.northbound.asdus import cot_of, from_cp56
 from gateway.northbound.commanding import mirror
 from gateway.northbound.controlrules import (ACT_CON, ACT_TERM, ACTIVATION, DEACT_CON, DEACTIVATION, UNKNOWN_CA,
                                              UNKNOWN_CAUSE, UNKNOWN_IOA, UNKNOWN_TYPE)
@@ -69,7 +69,7 @@ class SystemCommands:
             self.unknown_type(link, raw)
             return
         expected = REQUEST if name == "C_RD_NA" else ACTIVATION
-        cot = _cot(asdu)
+        cot = cot_of(asdu)
         if asdu.address != self._group.common_address and not (asdu.address == BROADCAST and name in _BROADCAST_OK):
             self._refuse(link, raw, UNKNOWN_CA, f"unknown common address {asdu.address}")
         elif asdu.cause.is_negative_confirm or cot not in (expected, DEACTIVATION) or (
@@ -149,7 +149,3 @@ def _step_os_clock(group: str, offset: float) -> None:
     except OSError as exc:
         log.error("104 group %s: cannot step the OS clock: %s", group, exc)
 
-
-def _cot(asdu: enc.ASDU) -> int:
-    kind = asdu.cause.type
-    return kind.value if hasattr(kind, "value") else int(kind)
