@@ -15,9 +15,20 @@ policies the CommandGate needs, so that ``gridgate dispatch-test`` runs command 
 
 Both are refused while the PCS is in local mode; the setpoint also refuses charging above 95 %
 state of charge. The audit log and its signing key are written next to the spool.
+
+Output. The table goes to stdout, logs to stderr; on a terminal both interleave, so the demo
+drops Twisted's INFO lines about factories and ports starting and stopping (``QuietTwisted``):
+the InfluxDB v1 writer's HTTP pool logs "Starting factory" / "Stopping factory" for every
+connection it opens and closes. Twisted's warnings and errors still pass.
+
+The header counts the 104 group as the outstation's own log does: every monitored point a
+master receives in an interrogation, the device points plus one comm-status point
+(``<device>._online``) per device, and says how many of each.
 """
 
 import argparse
+import logging
+import re
 import shutil
 import socket
 import sys
@@ -40,6 +51,23 @@ from gateway.simcontrol import start_control
 
 TCP_DEVICES = (("pcs1", "pcs/gridgate-pcs-250"), ("bms1", "bms/gridgate-bms-tcp"),
                ("meter1", "meter/gridgate-meter-3p"))
+
+
+class QuietTwisted(logging.Filter):
+    """Drops Twisted's INFO lines about factories and listening ports starting and stopping.
+
+    They say nothing an operator of the demo acts on and tear the live table apart on a
+    terminal. Records at WARNING and above always pass.
+    """
+
+    _NOISE = re.compile(r"(Starting|Stopping) factory |\S+ starting on \d+$|\(\S+ Port \d+ Closed\)$")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a factory or port start/stop line below WARNING."""
+        return record.levelno >= logging.WARNING or not self._NOISE.match(record.getMessage())
+
+
+QUIET_TWISTED = QuietTwisted()
 
 
 def free_ports(count: int) -> list[int]:
@@ -82,6 +110,8 @@ def _write(data: dict, path: Path) -> Path:
 @inlineCallbacks
 def run_demo(reactor: Any, args: argparse.Namespace) -> Any:
     """Start simulator and gateway, redraw the table each second, stop after ``--duration``."""
+    logging.getLogger("twisted").addFilter(QUIET_TWISTED)  # Twisted logs through this one logger
+    Path(args.spool).resolve().parent.mkdir(parents=True, exist_ok=True)
     cable = PtyPair()
     gateway_side, device_side = cable.open()
     reactor.addSystemEventTrigger("after", "shutdown", cable.close)
@@ -148,11 +178,18 @@ def _header(site: Any, args: argparse.Namespace, control_port: int) -> list[str]
     target = f"InfluxDB {args.influx_url}" if args.influx_url else "no InfluxDB (spool only)"
     group = site.spec.master_groups[0]
     lines.append(f"  IEC 104 outstation for dispatch masters: 127.0.0.1:{group.port}, common address "
-                 f"{group.common_address}, {len(group.points)} points, {len(group.commands)} commands")
+                 f"{group.common_address}, {outstation_points(group)}, {len(group.commands)} commands")
     lines.append(f"  point table: gridgate points export {site.file} --group demo")
     lines.append(f"  simulator control: http://127.0.0.1:{control_port}/values")
     lines.append(f"  spool {Path(args.spool).resolve()} -> {target}.  Ctrl-C stops.")
     return lines
+
+
+def outstation_points(group: Any) -> str:
+    """The group's monitored points as the outstation counts them, with what they are made of."""
+    total = len(group.points) + len(group.comm_status)
+    return (f"{total} points ({len(group.points)} device points + {len(group.comm_status)} "
+            f"comm-status <device>._online)")
 
 
 def _draw(header: list[str], site: Any, gateway: Any, tty: bool) -> None:

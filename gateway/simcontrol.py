@@ -8,7 +8,11 @@ runs in another process than the simulators, so it needs a wire: this API.
   floats as null, since JSON has no NaN);
 * ``POST /set`` with ``{"point": "device.point", "value": v}`` -> ``{"point": ..., "value":
   served}``, the value the device now serves (registers quantise it); 404 for an unknown point,
-  400 for bad JSON or a value the point cannot take.
+  400 for bad JSON, and 400 with ``{"point": ..., "error": why}`` for a value the point cannot
+  take: the wrong kind (a string for a number, a number for a bool), beyond what its register
+  type and scale carry, or one that would encode to the profile's "not implemented" sentinel
+  (a device serving the sentinel is a different test: the gateway shows IV, not the number).
+  A refused value changes nothing.
 
 It binds to 127.0.0.1 by default: anyone who reaches it can change "measurements", so it is a
 test fixture, never something to expose on a site network.
@@ -93,7 +97,10 @@ class SimulatedPoints:
         except KeyError:
             raise UnknownPoint(point) from None
         _check_fits(spec, value)
-        owner.set_value(device_name, point_id, value)
+        try:
+            owner.set_value(device_name, point_id, value)
+        except ValueError as exc:  # the simulator's own encoding refused it, nothing changed
+            raise BadValue(str(exc).removeprefix(f"point {point_id!r}: ")) from None
         return _json_value(owner.value(device_name, point_id))
 
 
@@ -102,15 +109,15 @@ def _check_fits(spec: PointSpec, value: Any) -> None:
     kind = spec.value_kind()
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind == "bool" and not isinstance(value, bool):
-        raise BadValue(f"{spec.id} takes true/false")
+        raise BadValue("the point takes true/false")
     if kind == "str" and not isinstance(value, str):
-        raise BadValue(f"{spec.id} takes a string")
+        raise BadValue("the point takes a string")
     if kind in ("int", "float"):
         if not number or not math.isfinite(value):
-            raise BadValue(f"{spec.id} takes a finite number")
+            raise BadValue("the point takes a finite number")
         bounds = spec.value_range()
         if bounds is not None and not bounds[0] <= value <= bounds[1]:
-            raise BadValue(f"{spec.id} carries {bounds[0]:g}..{bounds[1]:g}, not {value:g}")
+            raise BadValue(f"its register carries {bounds[0]:g}..{bounds[1]:g}")
 
 
 def _reply(request: Request, status: int, body: Any) -> bytes:
@@ -152,7 +159,7 @@ class _Set(Resource):
         except UnknownPoint:
             return _reply(request, 404, {"error": f"no simulated point {point!r}"})
         except BadValue as exc:
-            return _reply(request, 400, {"error": str(exc)})
+            return _reply(request, 400, {"point": point, "error": f"{point} cannot take {json.dumps(value)}: {exc}"})
         log.info("simulator control: %s set to %r (serves %r)", point, value, served)
         return _reply(request, 200, {"point": point, "value": served})
 

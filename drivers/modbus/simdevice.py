@@ -1,28 +1,50 @@
-"""One simulated Modbus device: its register image, and the pymodbus action that serves it.
+"""One simulated Modbus device: its register image, its address map, and the pymodbus action.
 
 Split from ``drivers.modbus.simulator`` so the register bookkeeping (encoding values, checking
-client writes) reads apart from the servers, endpoints and faults around it.
+client requests) reads apart from the servers, endpoints and faults around it.
+
+What the device answers is what its profile describes, so the driver's fallbacks meet the
+refusals they are written for:
+
+* **Address map.** A device implements the registers (and bits) its points occupy, plus the
+  unused ones between two points at most ``modbus.max_gap`` apart: ``max_gap`` is the profile's
+  statement that a read may span such a gap, so those registers read 0 (reserved registers
+  inside a documented block, such as the PCS's 1007). Every other address answers exception 02
+  (ILLEGAL DATA ADDRESS) for any read or write that touches it, as the PCS profile documents
+  for the registers between its blocks. With ``max_gap: 0`` every unmapped register refuses.
+* **Function codes.** The README's table gives each table its functions: FC1 and FC5 for coils,
+  FC2 for discrete inputs, FC3, FC6 and FC16 for holding registers, FC4 for input registers.
+  ``single_register_write: 16`` says the device lacks FC6; then FC6 answers exception 01
+  (ILLEGAL FUNCTION), as the RTU BMS profile documents. Function codes no profile promises
+  (FC15, FC22, FC23) answer 01 too.
+
+Both checks run in ``refusal``, which the request handler (``drivers.modbus.simfaults``) calls
+before the datastore sees a request: pymodbus' own datastore lays bit tables out without gaps
+and counts a bit read in registers when it calls the action, so it cannot refuse a bit gap
+itself. The register blocks are still declared range by range, so pymodbus agrees.
 
 Values. Each device has a ``gateway.simvalues.ValueEngine``; the simulator steps it every
 ``period_s`` and encodes every point with ``drivers.modbus.codec`` into the device's own
-register image (one per table, coil/discrete/holding/input, each spanning the profile's lowest
-to highest address so gap registers read as 0). A value the type cannot carry is logged once per
-point, naming device and point, and the register keeps its last value.
+register image (one per table, from the lowest to the highest address used). A value the type
+cannot carry is logged once per point, naming device and point, and the register keeps its last
+value; ``check_value`` refuses such a value up front for callers that can say no (the control
+API).
 
 Data reaches pymodbus through the documented ``SimDevice(action=...)`` callback. pymodbus awaits
 it on every register access, with the function code, the request address, the block's live
 register list ("modify inline") and, for writes, the values about to be stored. On every access
 the action copies the device's image into that list, so a request always sees the latest tick
-without reaching into pymodbus' runtime. On a write (FC 5/6/15/16, also 22/23) it checks that
-every written address belongs to a writable point (else exception 2), decodes each touched point
-from the image as it would be after the write, checks its limits (else exception 3), then stores
-the words and calls ``engine.set`` so follow/integrate behaviours react to setpoints.
+without reaching into pymodbus' runtime. On a write (FC 5/6/16) it checks that every written
+address belongs to a writable point (else exception 2), decodes each touched point from the
+image as it would be after the write, checks its limits (else exception 3), then stores the
+words and calls ``engine.set`` so follow/integrate behaviours react to setpoints.
 """
 
 import logging
 import zlib
 
 from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ModbusPDU
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.modbus import codec
@@ -35,8 +57,28 @@ from gateway.simvalues import ValueEngine
 log = logging.getLogger("drivers.modbus.simulator")  # the simulator's logger, as before the split
 
 TABLES = ("coil", "discrete", "holding", "input")  # the order of SimDevice's simdata tuple
-_TABLE_OF_FUNCTION = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 4: "input",
-                      3: "holding", 6: "holding", 16: "holding", 22: "holding", 23: "holding"}
+_FUNCTIONS = {1: "coil", 5: "coil", 2: "discrete", 4: "input", 3: "holding", 6: "holding",
+              16: "holding"}
+
+
+def functions_of(profile: ModbusProfile) -> dict[int, str]:
+    """The function codes a device of ``profile`` answers, each with the table it reaches."""
+    functions = dict(_FUNCTIONS)
+    if profile.modbus.single_register_write != 6:
+        del functions[6]
+    return functions
+
+
+def implemented_ranges(spans: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
+    """The [start, stop) address ranges a device serves: point spans joined across gaps of at
+    most ``max_gap``. Two ranges are always at least one unserved address apart."""
+    ranges: list[tuple[int, int]] = []
+    for start, stop in sorted(spans):
+        if ranges and start - ranges[-1][1] <= max_gap:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], stop))
+        else:
+            ranges.append((start, stop))
+    return ranges
 
 
 class _Table:
@@ -46,6 +88,7 @@ class _Table:
         self.name, self.bits = name, name in BIT_TABLES
         self.points = points
         spans = [(profile.pdu_address(p), profile.pdu_address(p) + p.count) for p in points]
+        self.ranges = implemented_ranges(spans, profile.modbus.max_gap)
         self.low = min((s for s, _ in spans), default=0)
         high = max((e for _, e in spans), default=0)
         self.base = self.low - self.low % 16 if self.bits else self.low
@@ -53,16 +96,25 @@ class _Table:
         self.data: list[int] = [0] * (-(-size // 16) * 16 if self.bits else size)
         self.writable_at = {a for (s, e), p in zip(spans, points) if p.writable for a in range(s, e)}
 
+    def covers(self, start: int, count: int) -> bool:
+        """Whether every address of ``start`` .. ``start + count - 1`` is served."""
+        return any(low <= start and start + count <= high for low, high in self.ranges)
+
     def simdata(self) -> list[SimData]:
-        """The pymodbus block declaring this table's addresses (an unusable stub if empty)."""
+        """The pymodbus blocks declaring this table's addresses (an unusable stub if empty).
+
+        Register tables get one block per implemented range, so pymodbus itself refuses the
+        gaps too; a bit table is one block from ``low`` up (pymodbus fills bit gaps as valid).
+        """
         if not self.points:
             kind = DataType.BITS if self.bits else DataType.INVALID
             return [SimData(address=0, count=16 if self.bits else 1, datatype=kind,
                             values=False if self.bits else 0)]
-        count = len(self.data) - (self.low - self.base)
         if self.bits:
+            count = len(self.data) - (self.low - self.base)
             return [SimData(address=self.low, count=count, values=False, datatype=DataType.BITS)]
-        return [SimData(address=self.low, count=count, values=0, datatype=DataType.REGISTERS)]
+        return [SimData(address=low, count=high - low, values=0, datatype=DataType.REGISTERS)
+                for low, high in self.ranges]
 
     def registers(self) -> list[int]:
         """The table as pymodbus' block holds it: bit tables packed 16 to a register, bit 0 first."""
@@ -84,6 +136,7 @@ class _SimulatedDevice:
                                   initial=strings)
         self.tables = {t: _Table(t, self.profile, [p for p in self.profile.points if p.table == t])
                        for t in TABLES}
+        self.functions = functions_of(self.profile)
         self.fault = _HEALTHY
         self._unencodable: set[str] = set()
         # whole registers first, so bits of an alarm word land on top of the word
@@ -93,6 +146,35 @@ class _SimulatedDevice:
         """The pymodbus datastore of this device; its action keeps it in step with the image."""
         return SimDevice(id=unit, simdata=tuple(self.tables[t].simdata() for t in TABLES),
                          action=self.on_access)
+
+    def refusal(self, request: ModbusPDU) -> ExcCodes | None:
+        """The exception the device answers ``request`` with before any data is touched, or None.
+
+        01 for a function code the profile says the device lacks; 02 when the request touches
+        an address the device does not implement. A request with no quantity (count 0) passes,
+        so pymodbus answers its quantity check (exception 03), as the standard orders them.
+        """
+        table = self.functions.get(request.function_code)
+        if table is None:
+            return ExcCodes.ILLEGAL_FUNCTION
+        if request.function_code in (5, 6):
+            start, count = request.address, 1
+        elif request.function_code == 16:
+            start, count = request.address, len(request.registers)
+        else:
+            start, count = request.address, request.count
+        if count >= 1 and not self.tables[table].covers(start, count):
+            return ExcCodes.ILLEGAL_ADDRESS
+        return None
+
+    def check_value(self, point: ModbusPoint, value: Value) -> None:
+        """``codec.EncodeError`` (a ValueError naming the point) unless the registers can carry
+        ``value``: the wrong kind, beyond the type's range, or the 'not implemented' sentinel."""
+        if point.bit is not None:
+            if isinstance(value, str) or value not in (0, 1):
+                raise codec.EncodeError(f"point {point.id!r}: expects a bool, got {value!r}")
+            return
+        codec.encode(point, self.profile.order_of(point), value)  # type: ignore[arg-type]
 
     def serve(self, values: dict[str, Value]) -> None:
         """Encode every point's engine value into the image."""
@@ -131,7 +213,7 @@ class _SimulatedDevice:
                         registers: list[int], values: list[int] | list[bool] | None
                         ) -> ExcCodes | None:
         """pymodbus' SimDevice action: take client writes, then expose the current image."""
-        table = self.tables.get(_TABLE_OF_FUNCTION.get(function_code, ""))
+        table = self.tables.get(self.functions.get(function_code, ""))
         if table is None or not table.points:
             return ExcCodes.ILLEGAL_ADDRESS
         if values:

@@ -7,7 +7,10 @@ The hook: **a subclass of the server's per-connection ``ServerRequestHandler``**
 overriding the server's ``callback_new_connection``. Its ``handle_request`` is replaced by one
 that looks up the addressed unit's fault first. The parent reads ``self.last_pdu`` again after
 its awaits, which mixes up answers once one is delayed; the replacement captures the request
-first. It is private pymodbus API, acceptable because pymodbus is pinned exactly.
+first. It is private pymodbus API, acceptable because pymodbus is pinned exactly. Before a request
+reaches the datastore, the handler also asks the device what its profile makes it refuse
+(exception 01 for a function it lacks, 02 for an address it does not implement; see
+``drivers.modbus.simdevice``).
 
 Faults, per device (``fault(device, kind, **kw)``; ``clear_fault(device)``):
 
@@ -93,6 +96,9 @@ class _FaultingHandler(ServerRequestHandler):
             self.server_send(response, addr)
 
     async def _execute(self, request: ModbusPDU) -> ModbusPDU:
+        refused = self.server.endpoint.refusal(request)
+        if refused is not None:
+            return ExceptionResponse(request.function_code, refused)
         try:
             return await request.datastore_update(self.server.context, request.dev_id)
         except Exception:  # pylint: disable=broad-except
@@ -137,6 +143,11 @@ class _Endpoint:
         """The fault of the device at ``unit``; units no device uses are silent."""
         device = self.units.get(unit)
         return device.fault if device is not None else _SILENT
+
+    def refusal(self, request: ModbusPDU) -> ExcCodes | None:
+        """What the addressed device's profile makes it refuse (01, 02), or None."""
+        device = self.units.get(request.dev_id)
+        return device.refusal(request) if device is not None else None
 
     def spoil(self, frame: bytes) -> bytes:
         """A frame that does not decode: wrong CRC (RTU), or a PDU one byte short (MBAP)."""

@@ -116,11 +116,18 @@ class ModbusSimulator:
         return self._devices[device].served(point)
 
     def set_value(self, device: str, point: str, value: Value) -> None:
-        """Give a point a value now, in the engine and in the registers served."""
+        """Give a point a value now, in the engine and in the registers served.
+
+        A value the point's registers cannot carry (wrong kind, beyond its type and scale, the
+        profile's 'not implemented' sentinel) raises ``codec.EncodeError``, a ValueError naming
+        the point, and changes nothing: the caller (the control API) can say no, where a tick
+        that meets such a value can only log it and keep the last register.
+        """
         simulated = self._devices[device]
-        simulated.engine.set(point, value)
         spec = simulated.profile.point(point)
         assert isinstance(spec, ModbusPoint)
+        simulated.check_value(spec, value)
+        simulated.engine.set(point, value)
         simulated.serve_point(spec, value)
 
     def engine(self, device: str) -> ValueEngine:

@@ -176,9 +176,9 @@ async def test_a_coil_write_reaches_the_engine(sim: ModbusSimulator) -> None:
 @on_asyncio
 async def test_a_value_the_type_cannot_carry_is_logged_once(sim: ModbusSimulator,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    """An int16 value out of range is logged once naming device and point; ticks go on."""
+    """An engine value beyond int16 (a behaviour run off) is logged once naming device and point; ticks go on."""
     caplog.set_level(logging.WARNING, logger="drivers.modbus.simulator")
-    sim.set_value("pcs1", "temperature", 4000.0)
+    sim.engine("pcs1").set("temperature", 4000.0)
     sim.set_value("pcs1", "p_set", 1000)
     client = await tcp_client(sim.port_of("pcs1"))
     try:
@@ -192,6 +192,23 @@ async def test_a_value_the_type_cannot_carry_is_logged_once(sim: ModbusSimulator
     records = [r for r in caplog.records if "temperature" in r.getMessage()]
     assert len(records) == 1 and "pcs1" in records[0].getMessage()
     assert sim.value("pcs1", "temperature") == pytest.approx(-12.3), "register keeps last value"
+
+
+@pytest.mark.parametrize("point, value", [("temperature", 4000.0), ("temperature", -3276.8),
+                                          ("p_set", "high"), ("frequency", float("nan")),
+                                          ("run", 2)])
+def test_set_value_refuses_what_the_registers_cannot_carry(point: str, value: Any) -> None:
+    """set_value refuses a value beyond the type, the sentinel, the wrong kind or NaN, naming the point; no change."""
+    simulator = ModbusSimulator([device("pcs1", tcp(1))], reactor, period_s=PERIOD_S)
+    simulator.set_value("pcs1", "temperature", 21.5)
+
+    def state() -> tuple[dict, dict]:
+        return (simulator.engine("pcs1").values(),
+                {p.id: simulator.value("pcs1", p.id) for p in PROFILE.points})
+    before = state()
+    with pytest.raises(ValueError, match=repr(point)):
+        simulator.set_value("pcs1", point, value)
+    assert state() == before
 
 
 @on_asyncio

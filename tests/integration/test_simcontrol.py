@@ -104,6 +104,29 @@ def test_set_refuses_unknown_points_and_bad_requests(site: Site) -> Iterator[Any
     assert soc == pytest.approx(55.0)
 
 
+# soc is uint16 x 0.1: 6553.5 encodes to 0xFFFF, the uint16 'not implemented' sentinel
+REFUSED = [(6553.5, "'not implemented' marker"), (-1, "carries 0..6553.5"), (7000, "carries 0..6553.5"),
+           ("55", "finite number"), (None, "finite number")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_set_answers_400_naming_the_point_for_a_value_it_cannot_take(site: Site) -> Iterator[Any]:
+    """A sentinel, out-of-range, non-number or too long value answers 400 naming the point and why; no change."""
+    def body(url: str, simulator: Any) -> tuple:
+        before = (simulator.engine("m1").values(), http(f"{url}/values")[1])
+        answers = [http(f"{url}/set", {"point": "m1.soc", "value": value}) for value, _ in REFUSED]
+        answers.append(http(f"{url}/set", {"point": "m1.name", "value": "abcde"}))
+        after = (simulator.engine("m1").values(), http(f"{url}/values")[1])
+        edge = http(f"{url}/set", {"point": "m1.soc", "value": 6553.4})
+        return answers, before, after, edge
+    answers, before, after, edge = yield with_control(site, body)
+    for (status, answer), (_, why) in zip(answers, REFUSED + [(None, "string too long")]):
+        assert status == 400 and answer["point"] in ("m1.soc", "m1.name"), answer
+        assert answer["error"].startswith(f"{answer['point']} cannot take ") and why in answer["error"], answer
+    assert after == before, "a refused value changes nothing"
+    assert edge == (200, {"point": "m1.soc", "value": pytest.approx(6553.4)}), "the count below the sentinel serves"
+
+
 def test_parse_hostport() -> None:
     """HOST:PORT, :PORT and bracketed IPv6 parse; anything else is a ValueError naming the input."""
     assert parse_hostport("127.0.0.1:8910") == ("127.0.0.1", 8910)
