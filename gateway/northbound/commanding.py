@@ -100,8 +100,9 @@ class CommandHandler:
                              qualifier(type_name, raw), asdu.cause.originator_address)
         verdict = self._rules.judge(frame, self._clock())
         mapping = self._maps.get(frame.ioa)
-        request = self._request(frame, mapping, element, io.time) if mapping is not None else None
-        if isinstance(request, str):
+        usable = mapping is not None and mapping.type == type_name
+        request = self._request(frame, mapping, element, io.time) if usable else None
+        if isinstance(request, str) and verdict.action in (Action.SELECT, Action.EXECUTE):
             verdict = Verdict(Action.REFUSE, ACT_CON, request)
         if verdict.action is Action.REFUSE:
             self._refuse(link, raw, frame, verdict, request)
@@ -121,8 +122,8 @@ class CommandHandler:
         try:
             value = command_value(mapping, element)
             issued = from_cp56(self._wire, tag) if tag is not None else None
-        except ValueError as exc:
-            return str(exc)
+        except (ValueError, OverflowError, TypeError, AttributeError) as exc:  # NaN to int, another type's element
+            return f"the command's value or time tag cannot be read: {exc}"
         return CommandRequest(self._group.name, mapping.point, value, frame.ioa, frame.type, issued)
 
     def _refuse(self, link: MasterLink, raw: bytes, frame: ControlFrame, verdict: Verdict,

@@ -57,6 +57,7 @@ from gateway.spool import Spool
 log = logging.getLogger(__name__)
 
 TICK_S = 0.05
+HEADER = 6  # octets of ASDU header: type, VSQ, COT (2), common address (2)
 BUFFER_OVERFLOW, CLOCK_ALARM, FAILSAFE_ALARM = (ALARM_POINTS[k] for k in ("buffer_overflow_ioa", "clock_alarm_ioa",
                                                                         "failsafe_alarm_ioa"))
 _COMMAND_TYPES = frozenset({"C_SC_NA", "C_DC_NA", "C_SE_NA", "C_SE_NB", "C_SE_NC", "C_SC_TA", "C_DC_TA",
@@ -102,7 +103,8 @@ class GroupOutstation:
             for mapping in self._maps.get(point_id(group.name, name), ()):
                 self._image.update(mapping, False, 0, clock())
         self._failing: set[str] = set()
-        self.counters = {"events": 0, "refused_masters": 0, "clock_syncs": 0, "malformed": 0, "errors": 0}
+        self.counters = {"events": 0, "refused_masters": 0, "clock_syncs": 0, "malformed": 0, "before_startdt": 0,
+                         "errors": 0}
 
     def start(self) -> Any:
         """Follow the PointTable, listen; fails with ``ListenError`` when the port cannot be bound (a
@@ -195,22 +197,47 @@ class GroupOutstation:
     # -- incoming ASDUs ----------------------------------------------------------------------
 
     def _on_asdu(self, link: MasterLink, raw: bytes) -> None:
+        if not link.started:  # an I-frame before STARTDT: no answer could go out, so nothing is done
+            self.counters["before_startdt"] += 1
+            log.warning("104 group %s: master %s sent an ASDU before STARTDT, ignored: %s", self.group.name,
+                        link.peer, raw.hex())
+            return
+        if len(raw) < HEADER and raw:
+            self._malformed(link, raw)
+            return
         try:
-            asdu, rest = self._encoder.decode_asdu(raw)
+            asdu = self._decode(raw)
         except enc.AsduTypeError:
             self._system.unknown_type(link, raw)
             return
-        except Exception:  # noqa: BLE001 - a truncated frame must not reach anything else
-            asdu, rest = None, b""
-        if asdu is None or rest or not asdu.ios or len(asdu.ios) > 1 and asdu.type.name in _COMMAND_TYPES:
-            self.counters["malformed"] += 1
-            log.warning("104 group %s: master %s sent a malformed ASDU, ignored: %s", self.group.name, link.peer,
-                        raw.hex())
-            return
-        if asdu.type.name in _COMMAND_TYPES:
+        if asdu is None:
+            self._malformed(link, raw)
+        elif asdu.type.name in _COMMAND_TYPES:
             self._commands.handle(link, asdu, raw)
         else:
             self._system.handle(link, asdu, raw)
+
+    def _decode(self, raw: bytes) -> enc.ASDU | None:
+        """The ASDU, or None when its octets do not have the length of one (truncated, trailing octets,
+        no object, several objects in a command): hat decodes short input leniently, so the frame is
+        encoded again and must come out as long. Field values (an all-0xFF time) are judged later,
+        by the command that reads them."""
+        try:
+            asdu, rest = self._encoder.decode_asdu(raw)
+            same = not rest and len(self._encoder.encode_asdu(asdu)) == len(raw)
+        except enc.AsduTypeError:
+            raise
+        except Exception:  # noqa: BLE001 - whatever hat makes of garbage, it is garbage
+            return None
+        if not same or not asdu.ios or not asdu.ios[0].elements:
+            return None
+        if len(asdu.ios) > 1 and asdu.type.name in _COMMAND_TYPES:
+            return None
+        return asdu
+
+    def _malformed(self, link: MasterLink, raw: bytes) -> None:
+        self.counters["malformed"] += 1
+        log.warning("104 group %s: master %s sent a malformed ASDU, ignored: %s", self.group.name, link.peer, raw.hex())
 
     # -- PointTable side ---------------------------------------------------------------------
 
