@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from tests.mutations import GENERIC, spoil
 from tests.wire104 import (RawMaster, U_CODES, asdu, cp56, cp56_raw, dco, i_frame, qcc, qoi, s_frame, sco,
                            setpoint_normalized, setpoint_scaled, u_frame)
 
@@ -175,14 +176,8 @@ def mutate(rng: random.Random, data: bytes) -> tuple[bytes, str]:
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
         how = rng.choice(("flip", "flip", "truncate", "extend", "overwrite", "vsq"))
         names.append(how)
-        if how == "flip" and out:
-            for _ in range(rng.randrange(1, 4)):
-                at = rng.randrange(len(out))
-                out[at] ^= 1 << rng.randrange(8)
-        elif how == "truncate" and len(out) > 1:
-            del out[rng.randrange(1, len(out)):]
-        elif how == "extend":
-            out += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 16)))
+        if how in GENERIC:
+            spoil(rng, out, how, max_flips=3, max_extra=15)
         elif how == "overwrite" and out:
             out[rng.randrange(len(out))] = rng.choice((0, 0xFF, 0x80, 0x7F, rng.randrange(256)))
         elif how == "vsq" and len(out) > 1:

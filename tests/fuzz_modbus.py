@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from typing import Callable
 
+from tests.mutations import GENERIC, spoil
 from tests.hostile_modbus import POISON, HostileTcpDevice, Image, mbap_frame
 
 MUTATIONS = ("flip", "flip", "truncate", "extend", "tid", "protocol", "length", "unit", "fc", "byte_count",
@@ -56,14 +57,8 @@ def restore(data: bytes, good_frame: bytes) -> tuple[bytes, int]:
 
 def _byte_mutation(rng: random.Random, frame: bytearray, how: str, request_fc: int) -> bytearray:
     """One octet-level spoiling of an MBAP frame (7-octet header, then the PDU)."""
-    if how == "flip":
-        for _ in range(rng.randrange(1, 5)):
-            at = rng.randrange(len(frame))
-            frame[at] ^= 1 << rng.randrange(8)
-    elif how == "truncate" and len(frame) > 1:
-        del frame[rng.randrange(1, len(frame)):]
-    elif how == "extend":
-        frame += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 17)))
+    if how in GENERIC:
+        spoil(rng, frame, how, max_flips=4, max_extra=16)
     elif how == "tid" and len(frame) >= 2:
         tid = int.from_bytes(frame[0:2], "big")
         frame[0:2] = (rng.choice((tid + 1, tid - 1, 0, rng.randrange(65536))) & 0xFFFF).to_bytes(2, "big")

@@ -31,13 +31,12 @@ from typing import Any, Callable, Iterable
 from hat.drivers import net
 from hat.drivers.iec60870 import apci
 from hat.drivers.iec60870.encodings import iec104 as enc
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 
 from gateway.aio import as_deferred
 from gateway.commands.audit import FAILSAFE as FAILSAFE_EVENT
 from gateway.commands.audit import AuditLog
-from gateway.commands.gate import CommandGate, CommandRequest, Outcome
+from gateway.commands.gate import CommandGate
 from gateway.errors import GatewayError
 from gateway.config.iec104 import ALARM_POINTS, MasterGroup, PointMap
 from gateway.interfaces import ONLINE_POINT
@@ -96,7 +95,7 @@ class GroupOutstation:
         self._unsubscribe: Callable[[], None] | None = None
         self._initialised = False
         self._stopped = False
-        self._failsafe = FailSafe(group, gate.submit if gate else _no_gate, clock, self._failsafe_fired,
+        self._failsafe = None if gate is None else FailSafe(group, gate.submit, clock, self._failsafe_fired,
                                   lambda on: self._set_alarm(FAILSAFE_ALARM, on))
         self._pinned = pinned_certificates(group.tls) if group.tls else None
         for name in ALARM_POINTS.values():  # alarms start good and off, not IV like device points
@@ -296,7 +295,8 @@ class GroupOutstation:
         self._set_alarm(BUFFER_OVERFLOW, stats["dropped_overflow"] > 0 and stats["depth"] > 0)
 
     def _watch(self) -> None:
-        self._failsafe.tick(any(link.started for link in self._links))
+        if self._failsafe is not None:  # the site builds a gate whenever a group has a fail-safe
+            self._failsafe.tick(any(link.started for link in self._links))
 
     def _failsafe_fired(self, absent_s: float) -> None:
         if self._audit is not None:
@@ -310,7 +310,7 @@ class GroupOutstation:
     def stats(self) -> dict[str, Any]:
         """Counters plus buffer depth, masters connected and whether one is active."""
         return {**self.counters, **self._pump.counters, "buffered": self._events.depth(),
-                "failsafe_pending": self._failsafe.pending,
+                "failsafe_pending": self._failsafe.pending if self._failsafe else None,
                 "masters": len(self._links), "master_active": any(link.started for link in self._links)}
 
 
@@ -328,7 +328,3 @@ def _by_point(group: MasterGroup) -> dict[str, list[PointMap]]:
         maps.setdefault(point, []).append(PointMap(point=point, ioa=ioa, type="M_SP_TB_1"))
     return maps
 
-
-def _no_gate(request: CommandRequest) -> Deferred:
-    """A group with a fail-safe but no command path (no audit log) cannot write: refused, and said why."""
-    return succeed(Outcome(False, reason="no command gate (the site has no audit log)"))

@@ -9,21 +9,20 @@ the driver judges its own traffic (convention 8).
 """
 
 import asyncio
-import functools
 import struct
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import pytest
-import pytest_twisted
 import yaml
 from twisted.internet import reactor
 
 from drivers.modbus import DRIVER
 from drivers.modbus.profile import ModbusProfile
 from drivers.modbus.simulator import ModbusSimulator
-from gateway.aio import as_deferred, await_deferred
+from gateway.aio import await_deferred
+from tests.integration.test_modbus_simulator import on_asyncio
 from gateway.errors import CommandFailed
 from gateway.model import Command, Quality
 from tests.devices import modbus_device
@@ -39,15 +38,6 @@ def shipped(name: str, **modbus: Any) -> ModbusProfile:
     """A profile from device_profiles/, with ``modbus:`` options replaced where given."""
     profile = ModbusProfile.model_validate(yaml.safe_load((PROFILES / f"{name}.yaml").read_text()))
     return profile.model_copy(update={"modbus": profile.modbus.model_copy(update=modbus)}) if modbus else profile
-
-
-def on_asyncio(test: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-    """Run an asyncio test body on the reactor's loop (pymodbus cannot be awaited as a Deferred)."""
-    @pytest_twisted.ensureDeferred
-    @functools.wraps(test)
-    async def run(*args: Any, **kwargs: Any) -> Any:
-        return await as_deferred(test(*args, **kwargs))
-    return run
 
 
 def read(fc: int, address: int, count: int) -> bytes:
