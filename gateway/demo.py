@@ -71,7 +71,14 @@ QUIET_TWISTED = QuietTwisted()
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
+    """``count`` distinct TCP ports on 127.0.0.1 that were free a moment ago; nothing holds them for the caller.
+
+    The kernel picks them (bind to port 0) and they are released again before the simulators and
+    the gateway bind them. In between, another program, or the kernel giving an outgoing
+    connection its source port (from the same ephemeral range), can take one, and then that
+    server fails to start. Good enough for the demo and the benches: a single run on a laptop,
+    binding the ports a moment later. Tests run concurrently and use ``tests/ports.py`` instead.
+    """
     probes = [socket.socket() for _ in range(count)]
     try:
         for probe in probes:

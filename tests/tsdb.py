@@ -1,8 +1,8 @@
 """Start and stop real time-series databases for integration tests.
 
 The Debian packages install ``victoria-metrics`` and ``influxd`` but never start them, so each test
-run starts its own instance on a free 127.0.0.1 port with its data in a temp dir, and stops it by
-PID. ``restart()`` keeps the port and the data dir, which is what an outage test needs: the
+run starts its own instance on 127.0.0.1, on a port of the run's own block (``tests.ports``), with its
+data in a temp dir, and stops it by PID. ``restart()`` keeps the port and the data dir, which is what an outage test needs: the
 gateway must find the server again where it was, with the data written before the outage.
 
 These helpers are synchronous (subprocess + urllib): call them from fixtures, or from a test
@@ -11,7 +11,6 @@ running on the reactor through ``threads.deferToThread`` so the reactor keeps tu
 
 import json
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,6 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+from tests.ports import next_port, next_ports
+
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 20.0
 READBACK_TIMEOUT_S = 15.0  # VictoriaMetrics needed up to 9.8 s without a flush on the probe machine
@@ -27,13 +28,6 @@ READBACK_TIMEOUT_S = 15.0  # VictoriaMetrics needed up to 9.8 s without a flush 
 
 class TsdbError(Exception):
     """A test database did not start, stop or answer as expected."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _http(method: str, url: str, data: bytes | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -117,7 +111,7 @@ class TsdbProcess:
 def victoria_metrics(base: Path) -> TsdbProcess:
     """A (not yet started) VictoriaMetrics; it accepts ``/api/v2/write`` and v1 ``/write``."""
     base.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = next_port()
     argv = ["victoria-metrics", f"-httpListenAddr=127.0.0.1:{port}",
             f"-storageDataPath={base / 'data'}", "-retentionPeriod=1d",
             "-search.latencyOffset=0s", "-search.disableCache", "-loggerLevel=WARN"]
@@ -151,7 +145,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 def influxd(base: Path) -> TsdbProcess:
     """A (not yet started) InfluxDB 1.x; it only speaks the v1 ``/write`` and ``/query`` API."""
     base.mkdir(parents=True, exist_ok=True)
-    port, rpc_port = free_port(), free_port()
+    port, rpc_port = next_ports(2)
     conf = base / "influxdb.conf"
     conf.write_text(_INFLUXD_CONF.format(base=base, port=port, rpc_port=rpc_port))
     return TsdbProcess("influxd", ["influxd", "-config", str(conf)], port, base, "/ping",

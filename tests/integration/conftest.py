@@ -1,4 +1,4 @@
-"""Real peers for integration tests, each on a free 127.0.0.1 port in the test's temp dir."""
+"""Real peers for integration tests, each on 127.0.0.1 (a port of the run's block, ``tests.ports``), its data in the test's temp dir."""
 
 import shutil
 from pathlib import Path

@@ -54,7 +54,7 @@ class Running:
 
 
 def until(predicate: Callable[[], Any], timeout_s: float = 10.0) -> Deferred:
-    """Poll ``predicate()`` on the reactor every 50 ms until it holds."""
+    """Poll ``predicate()`` on the reactor every 50 ms until it holds; fails after ``timeout_s``."""
     from twisted.internet import reactor
 
     @inlineCallbacks
@@ -65,3 +65,15 @@ def until(predicate: Callable[[], Any], timeout_s: float = 10.0) -> Deferred:
                 raise AssertionError(f"timed out after {timeout_s} s")
             yield deferLater(reactor, 0.05, lambda: None)
     return loop()
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.1) -> None:
+    """Blocking twin of ``until`` for tests that drive subprocesses: poll ``predicate()`` until it holds.
+
+    Raises AssertionError naming ``what`` after ``timeout_s``. Never call it on the reactor thread.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(every_s)

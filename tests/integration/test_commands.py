@@ -16,9 +16,9 @@ from twisted.internet.threads import deferToThread
 
 from gateway.commands.audit import CHAIN_EVENTS
 from gateway.commands.auditkeys import init_key
-from gateway.demo import free_ports
 from gateway.northbound.wiretime import WireClock
 from tests.integration.sites import until
+from tests.ports import next_ports
 
 pytestmark = pytest.mark.integration
 CA = 3
@@ -26,7 +26,7 @@ SETPOINT, SETPOINT_SBO, SETPOINT_TAGGED, POWER, SETPOINT_READBACK = 24833, 24834
 
 
 def _site(folder: Path, extra_policy: dict | None = None, **group_extra: Any) -> tuple[Path, int, int]:
-    pcs_port, bms_port, iec_port, regional_port = free_ports(4)
+    pcs_port, bms_port, iec_port, regional_port = next_ports(4)
     policy = {"point": "pcs1.active_power_setpoint", "groups": ["provincial"], "min_interval_s": 0, "timeout_s": "3s",
               "interlocks": [{"point": "bms1.soc", "op": ">=", "value": 95, "when_command": "negative",
                               "reason": "BMS SoC >= 95 %: no charging"},
@@ -117,10 +117,10 @@ def test_select_before_operate_setpoint(station, tmp_path: Path) -> Iterator:
     run, master = yield station()
     yield deferToThread(_send, master, SETPOINT_SBO, c104.Type.C_SE_NC_1, 30.0, c104.CommandMode.SELECT_AND_EXECUTE)
     yield until(lambda: _setpoint(run) == pytest.approx(30.0), 5)
-    yield deferLater(reactor, 0.2, lambda: None)  # frames are audited from c104's thread
-    frames = [(f["direction"], f["cot"], f["select"], f["negative"]) for f in _events(tmp_path, "frame") if f["ioa"] == SETPOINT_SBO]
-    assert ("in", "ACTIVATION", True, False) in frames and ("in", "ACTIVATION", False, False) in frames
-    assert ("out", "ACTIVATION_CON", False, False) in frames
+    frames = lambda: [(f["direction"], f["cot"], f["select"], f["negative"])
+                      for f in _events(tmp_path, "frame") if f["ioa"] == SETPOINT_SBO]
+    yield until(lambda: ("out", "ACTIVATION_CON", False, False) in frames(), 5)  # frames are audited from c104's thread
+    assert ("in", "ACTIVATION", True, False) in frames() and ("in", "ACTIVATION", False, False) in frames()
     assert _events(tmp_path, "confirmed")
 
 

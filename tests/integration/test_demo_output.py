@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from gateway.demo import free_ports
+from tests.ports import next_port
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def terminal(tmp_path_factory: pytest.TempPathFactory, influx_v1: str) -> str:
     tmp_path = tmp_path_factory.mktemp("demo")
     _InfluxV1.writes = 0
     result = subprocess.run([sys.executable, "-m", "gateway", "demo", "--duration", "6", "--spool",
-                             str(tmp_path / "spool.db"), "--iec104-port", str(free_ports(1)[0]),
+                             str(tmp_path / "spool.db"), "--iec104-port", str(next_port()),
                              "--influx-url", influx_v1, "--influx-v1-db", "demo"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:]

@@ -12,7 +12,6 @@ This module must not use ``from __future__ import annotations`` (c104 callbacks)
 
 import argparse
 import datetime
-import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,6 +29,7 @@ from gateway.config.loader import Site, load_site
 from gateway.interfaces import load_plugins
 from gateway.northbound import dispatchtest
 from gateway.simcontrol import control_url, start_control
+from tests.ports import next_port
 
 pytestmark = pytest.mark.integration
 
@@ -53,20 +53,13 @@ TABLE = [
 COMM_STATUS_IOA = 100
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def make_site(folder: Path, **group: Any) -> Site:
-    """A one-PCS site with a master group "dispatch" on a free port (``group`` overrides its keys)."""
+    """A one-PCS site with a master group "dispatch" on a port of the run's block (``group`` overrides its keys)."""
     (folder / "pcs.yaml").write_text(yaml.safe_dump(PROFILE), encoding="utf-8")
     spec = {"site": "dispatch-test", "spool": {"path": str(folder / "spool.db")},
             "devices": [{"name": "pcs1", "profile": "pcs.yaml", "poll_s": "200ms",
                          "connection": {"host": "127.0.0.1", "port": 0, "unit": 1}}],
-            "master_groups": [{"name": "dispatch", "bind": "127.0.0.1", "port": free_port(),
+            "master_groups": [{"name": "dispatch", "bind": "127.0.0.1", "port": next_port(),
                                "allowed_masters": ["127.0.0.1"], "common_address": 7,
                                "comm_status": {"pcs1": COMM_STATUS_IOA}, "points": TABLE, **group}]}
     (folder / "site.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
@@ -255,7 +248,7 @@ def test_clock_sync_is_not_sent_to_a_group_whose_wire_is_not_utc(tmp_path: Path)
 def test_no_outstation_is_a_clear_connect_failure(site: Site, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> Iterator[Any]:
     """Nothing listening at the target: the connect check fails within the timeout, naming the target; rows are skipped."""
-    port = free_port()
+    port = next_port()  # nothing listens there: the run's own block, never handed to a server
     args = arguments(site, tmp_path, None, port=port, timeout=1.0)
     code = yield threads.deferToThread(dispatchtest.main, site, args)
     assert code == 1

@@ -2,10 +2,10 @@
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator
@@ -13,10 +13,11 @@ from typing import Iterator
 import pytest
 import yaml
 
-from gateway.demo import free_ports
 from gateway.northbound.recordingmaster import RecordingMaster
 from gateway.northbound.wiretime import WireClock
 from tests import tsdb
+from tests.integration.sites import wait_until
+from tests.ports import next_port, next_ports
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_demo_runs_and_shows_every_point_good(tmp_path: Path) -> None:
     """`gridgate demo --duration N` polls the TCP devices and the RTU string, prints the table, exits 0."""
     result = subprocess.run([sys.executable, "-m", "gateway", "demo", "--duration", "6",
-                             "--spool", str(tmp_path / "spool.db"), "--iec104-port", str(free_ports(1)[0])],
+                             "--spool", str(tmp_path / "spool.db"), "--iec104-port", str(next_port())],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
@@ -39,7 +40,7 @@ def test_demo_runs_and_shows_every_point_good(tmp_path: Path) -> None:
 def test_demo_forwards_to_influxdb(tmp_path: Path, victoria_metrics: tsdb.TsdbProcess) -> None:
     """`gridgate demo --influx-url ...` forwards every device's points, tagged with site, device and model."""
     result = subprocess.run([sys.executable, "-m", "gateway", "demo", "--duration", "5", "--spool",
-                             str(tmp_path / "spool.db"), "--iec104-port", str(free_ports(1)[0]),
+                             str(tmp_path / "spool.db"), "--iec104-port", str(next_port()),
                              "--influx-url", victoria_metrics.url,
                              "--influx-bucket", "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -78,19 +79,10 @@ def _gridgate(command: str, site: Path) -> subprocess.Popen:
                             cwd=site.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _wait(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def site(tmp_path: Path, victoria_metrics: tsdb.TsdbProcess) -> Iterator[Path]:
     """A one-device site writing to ``victoria_metrics``, its device served by `gridgate simulate`."""
-    [port] = free_ports(1)
-    path = _site(tmp_path, port, victoria_metrics.url)
+    path = _site(tmp_path, next_port(), victoria_metrics.url)
     simulator = _gridgate("simulate", path)
     yield path
     simulator.terminate()
@@ -103,7 +95,7 @@ def test_sigkill_loses_no_committed_sample(tmp_path: Path, site: Path, victoria_
     gateway = _gridgate("run", site)
     spool = tmp_path / "spool.db"
     try:
-        _wait(lambda: spool.exists() and len(_spooled(spool)) >= 100, 30, "100 spooled samples")
+        wait_until(lambda: spool.exists() and len(_spooled(spool)) >= 100, 30, "100 spooled samples")
     finally:
         os.kill(gateway.pid, signal.SIGKILL)  # also when the wait failed: no gateway outlives the test
         gateway.wait(10)
@@ -112,7 +104,7 @@ def test_sigkill_loses_no_committed_sample(tmp_path: Path, site: Path, victoria_
     victoria_metrics.start()
     gateway = _gridgate("run", site)
     try:
-        _wait(lambda: not committed & set(_spooled(spool)), 60, "the spool to forward the old samples")
+        wait_until(lambda: not committed & set(_spooled(spool)), 60, "the spool to forward the old samples")
     finally:
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(20) == 0, gateway.stderr.read().decode()[-2000:]
@@ -127,13 +119,16 @@ def test_sigkill_loses_no_committed_sample(tmp_path: Path, site: Path, victoria_
     assert not missing, f"{len(missing)} of {len(wanted)} committed samples never arrived, e.g. {sorted(missing)[:3]}"
 
 
-def test_sigterm_forwards_what_is_committed_before_exit(tmp_path: Path, site: Path) -> None:
+def test_sigterm_forwards_what_is_committed_before_exit(tmp_path: Path, site: Path,
+                                                        victoria_metrics: tsdb.TsdbProcess) -> None:
     """InfluxDB up, SIGTERM while polling every 0.1 s: exit 0 with an empty spool (the last polls were forwarded)."""
     gateway = _gridgate("run", site)
     spool = tmp_path / "spool.db"
     try:
-        _wait(lambda: spool.exists() and len(_spooled(spool)) > 0, 30, "a spooled sample")
-        time.sleep(1.5)
+        wait_until(lambda: spool.exists() and len(_spooled(spool)) > 0, 30, "a spooled sample")
+        forwarded = tsdb.vm_export(victoria_metrics.url, '{__name__="gridgate_quality",site="kill"}',
+                                   until=lambda found: sum(len(s["timestamps"]) for s in found) >= 50)
+        assert sum(len(s["timestamps"]) for s in forwarded) >= 50, "the gateway polls and forwards steadily"
     finally:
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(20) == 0, gateway.stderr.read().decode()[-2000:]
@@ -141,7 +136,7 @@ def test_sigterm_forwards_what_is_committed_before_exit(tmp_path: Path, site: Pa
 
 
 def _tz_site(tmp_path: Path, wire_zone: str) -> tuple[Path, int]:
-    device_port, iec_port = free_ports(2)
+    device_port, iec_port = next_ports(2)
     profile = {"model": "TZ", "kind": "meter", "protocol": "modbus",
                "points": [{"id": "p", "address": 0, "type": "uint16", "sim": {"kind": "ramp", "step": 5, "min": 0, "max": 60000}}]}
     (tmp_path / "tz.yaml").write_text(yaml.safe_dump(profile))
@@ -180,9 +175,28 @@ def test_time_tags_are_right_whatever_the_process_time_zone(tmp_path: Path, proc
             process.wait(20)
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _wait_listening(port: int, timeout_s: float = 30.0) -> None:
-    import socket
-    _wait(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, timeout_s, f"port {port}")
+    wait_until(lambda: _listening(port), timeout_s, f"port {port}")
+
+
+def _wait_served(port: int, common_address: int, timeout_s: float = 30.0) -> None:
+    """Until a general interrogation of the outstation at ``port`` answers every point with good quality:
+    every device has been polled, so dispatch-test finds values to check."""
+    def served() -> bool:
+        master = RecordingMaster("127.0.0.1", port, common_address, timeout_s=5)
+        try:
+            if master.connect() is None or master.interrogate() is not None:
+                return False
+            answers = [r for r in master.arrivals() if r.cot == "INTERROGATED_BY_STATION"]
+            return bool(answers) and all(not r.quality for r in answers)
+        finally:
+            master.close()
+    wait_until(served, timeout_s, f"good values from every point at 127.0.0.1:{port}", every_s=0.5)
 
 
 def _dispatch_test(site: Path, port: int, control: int, folder: Path) -> subprocess.CompletedProcess:
@@ -198,14 +212,14 @@ def site_group(site: Path) -> str:
 
 def test_dispatch_test_passes_against_the_demo(tmp_path: Path) -> None:
     """`gridgate dispatch-test` against `gridgate demo` passes every check, the PCS setpoint and run/stop round trips included."""
-    iec_port, control = free_ports(2)
+    iec_port, control = next_ports(2)
     demo = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--duration", "120", "--spool", str(tmp_path / "spool.db"),
                              "--iec104-port", str(iec_port), "--control-port", str(control)],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_listening(iec_port)
         _wait_listening(control)
-        time.sleep(3)  # first polls of every device
+        _wait_served(iec_port, 1)  # first polls of every device
         result = _dispatch_test(tmp_path / "gridgate-demo-site.yaml", iec_port, control, tmp_path)
     finally:
         demo.send_signal(signal.SIGINT)
@@ -233,14 +247,14 @@ def test_dispatch_test_names_a_wrong_mapping(tmp_path: Path) -> None:
     wrong["master_groups"][0]["points"][1]["point"] = "m.p"  # IOA 16386 wired to the wrong register
     wrong["master_groups"][0]["points"][0]["point"] = "m.q"
     (tmp_path / "gateway-site.yaml").write_text(yaml.safe_dump(wrong))
-    [control] = free_ports(1)
+    control = next_port()
     simulator = subprocess.Popen([sys.executable, "-m", "gateway", "simulate", str(reference), "--control", f"127.0.0.1:{control}"],
                                  cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     gateway = _gridgate("run", tmp_path / "gateway-site.yaml")
     try:
         _wait_listening(iec_port)
         _wait_listening(control)
-        time.sleep(2)
+        _wait_served(iec_port, 1)
         result = _dispatch_test(reference, iec_port, control, tmp_path)
     finally:
         for process in (gateway, simulator):

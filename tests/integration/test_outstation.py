@@ -11,12 +11,12 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from gateway.demo import free_ports
 from gateway.model import Quality, Sample
 from gateway.northbound.dispatchcheck import Arrival
 from gateway.northbound.recordingmaster import RecordingMaster
 from gateway.northbound.wiretime import WireClock
 from tests.integration.sites import until
+from tests.ports import next_port, next_ports
 
 pytestmark = pytest.mark.integration
 CA = 7
@@ -36,7 +36,7 @@ def _profile(points: int) -> dict:
 
 def _site(folder: Path, devices: int, points: int, groups: list[dict]) -> Path:
     (folder / "out.yaml").write_text(yaml.safe_dump(_profile(points)))
-    ports = free_ports(devices)
+    ports = next_ports(devices)
     site = {"site": "out", "spool": {"path": str(folder / "spool.db")},
             "devices": [{"name": f"d{n}", "profile": "out", "poll_s": 0.2, "timeout_s": 0.2, "offline_after": 2,
                          "connection": {"host": "127.0.0.1", "port": port}} for n, port in enumerate(ports)],
@@ -59,7 +59,7 @@ def _all_points(devices: int, points: int, type_: str = "M_ME_NC_1", base: int =
 @pytest_twisted.inlineCallbacks
 def test_gi_returns_every_point_with_value_and_quality(tmp_path: Path, running, master_factory) -> Iterator:
     """GI of 1,000 mapped points (10 devices x 100): every IOA arrives once, right type, value and good quality."""
-    [port] = free_ports(1)
+    port = next_port()
     status = {f"d{n}": 5001 + n for n in range(10)}
     run = yield running(_site(tmp_path, 10, 100, [_group("dispatch", port, _all_points(10, 100), comm_status=status)]))
     yield until(run.all_good)
@@ -79,7 +79,7 @@ def test_gi_returns_every_point_with_value_and_quality(tmp_path: Path, running, 
 @pytest_twisted.inlineCallbacks
 def test_offline_device_goes_nt_then_iv_and_recovers(tmp_path: Path, running, master_factory) -> Iterator:
     """A silent device: its points go NT then IV spontaneously, comm status off; good again on recovery."""
-    [port] = free_ports(1)
+    port = next_port()
     run = yield running(_site(tmp_path, 2, 3, [_group("dispatch", port, _all_points(2, 3, "M_ME_TF_1"),
                                                       comm_status={"d0": 101, "d1": 102})]))
     yield until(run.all_good)
@@ -100,7 +100,7 @@ def test_offline_device_goes_nt_then_iv_and_recovers(tmp_path: Path, running, ma
 @pytest_twisted.inlineCallbacks
 def test_burst_of_10000_changes_arrives_complete_and_in_order(tmp_path: Path, running, master_factory) -> Iterator:
     """10,000 changes published at once all reach the master, in order, each with its own time tag."""
-    [port] = free_ports(1)
+    port = next_port()
     run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 900, "type": "M_ME_TF_1"}])]))
     yield until(run.all_good)
     master = master_factory(port, CA)
@@ -124,7 +124,7 @@ def _spontaneous(master: RecordingMaster, ioa: int) -> list:
 @pytest_twisted.inlineCallbacks
 def test_master_away_30s_gets_every_buffered_event_in_order(tmp_path: Path, running, master_factory) -> Iterator:
     """A 30 s master disconnect with changes meanwhile: every buffered event replayed in order with its time tag."""
-    [port] = free_ports(1)
+    port = next_port()
     run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 900, "type": "M_ME_TF_1"}])]))
     yield until(run.all_good)
     master = master_factory(port, CA)
@@ -148,7 +148,7 @@ def test_master_away_30s_gets_every_buffered_event_in_order(tmp_path: Path, runn
 @pytest_twisted.inlineCallbacks
 def test_restart_while_master_away_loses_no_buffered_event(tmp_path: Path, running, master_factory) -> Iterator:
     """Events buffered while no master is connected survive a gateway restart and are sent afterwards."""
-    [port] = free_ports(1)
+    port = next_port()
     run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 900, "type": "M_ME_TF_1"}])]))
     yield until(run.all_good)
     now = time.time()
@@ -165,7 +165,7 @@ def test_restart_while_master_away_loses_no_buffered_event(tmp_path: Path, runni
 @pytest_twisted.inlineCallbacks
 def test_two_groups_each_see_only_their_own_table(tmp_path: Path, running, master_factory) -> Iterator:
     """Two master groups on two ports: each GI returns exactly its own IOAs."""
-    port_a, port_b = free_ports(2)
+    port_a, port_b = next_ports(2)
     run = yield running(_site(tmp_path, 1, 4, [
         _group("provincial", port_a, [{"point": "d0.r000", "ioa": 16385, "type": "M_ME_NC_1"},
                                       {"point": "d0.r001", "ioa": 16386, "type": "M_ME_NC_1"}]),
@@ -177,8 +177,9 @@ def test_two_groups_each_see_only_their_own_table(tmp_path: Path, running, maste
         master = master_factory(port, CA)
         assert (yield deferToThread(master.connect))
         assert (yield deferToThread(master.interrogate)) is None
-        yield deferLater(reactor, 0.3, lambda: None)
-        seen[name] = {(r.ioa, r.type, r.value) for r in received(master, lambda r: r.cot == "INTERROGATED_BY_STATION")}
+        gi = lambda: received(master, lambda r: r.cot == "INTERROGATED_BY_STATION")
+        yield deferToThread(master.wait_for, lambda: len(gi()) >= 2, 5)  # both points: a GI answer is 2 objects
+        seen[name] = {(r.ioa, r.type, r.value) for r in gi()}
     assert seen["provincial"] == {(16385, "M_ME_NC_1", 0.0), (16386, "M_ME_NC_1", 1.0)}
     assert seen["regional"] == {(100, "M_ME_NB_1", 1), (101, "M_ME_NC_1", 3.0)}  # 2 x 0.4 rounds to 1
 
@@ -186,7 +187,7 @@ def test_two_groups_each_see_only_their_own_table(tmp_path: Path, running, maste
 @pytest_twisted.inlineCallbacks
 def test_counter_interrogation_and_clock_sync(tmp_path: Path, running, master_factory) -> Iterator:
     """Counters answer counter interrogation; clock sync is confirmed and a master clock far off raises the alarm."""
-    [port] = free_ports(1)
+    port = next_port()
     run = yield running(_site(tmp_path, 1, 2, [_group("dispatch", port, [
         {"point": "d0.r000", "ioa": 25601, "type": "M_IT_NA_1"}, {"point": "d0.r001", "ioa": 16385, "type": "M_ME_NC_1"}],
         clock_alarm_ioa=12546, clock_sync={"alarm_offset_s": "1s"})]))
@@ -208,10 +209,10 @@ def test_a_group_whose_port_is_taken_fails_the_start_naming_group_and_address(tm
     """Another program on the group's port: the gateway does not start, the error names group and address."""
     import socket
     from gateway.northbound.outstation import ListenError
-    [port] = free_ports(1)
     squatter = socket.socket()
-    squatter.bind(("127.0.0.1", port))
+    squatter.bind(("127.0.0.1", 0))
     squatter.listen()
+    port = squatter.getsockname()[1]
     try:
         with pytest.raises(ListenError, match=f"104 group dispatch: cannot listen on 127.0.0.1:{port}"):
             yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [{"point": "d0.r000", "ioa": 1,

@@ -12,12 +12,12 @@ from typing import Any, Iterator
 import pytest
 import pytest_twisted
 
-from gateway.aio import as_deferred
-from gateway.demo import free_ports
+from gateway.aio import as_deferred, await_deferred
 from gateway.model import Quality, Sample
 from tests import wire104 as w
 from tests.integration.sites import until
 from tests.integration.test_outstation import _group, _site
+from tests.ports import next_port
 
 pytestmark = pytest.mark.integration
 IOA, BURST, M_ME_TF = 900, 10_000, 36
@@ -49,6 +49,33 @@ def _assert_complete(received: list[w.InfoObject], burst: list[Sample]) -> None:
     assert tags == [round(s.source_time * 1000) for s in burst]
 
 
+def _is_event(a: w.Apdu, value: float | None = None) -> bool:
+    """A spontaneous M_ME_TF_1 of the point (with ``value``, when given)."""
+    return (a.asdu is not None and a.asdu.cot == 3 and a.asdu.type_id == M_ME_TF
+            and any(o.ioa == IOA and (value is None or o.value == value) for o in a.asdu.objects))
+
+
+async def _all_sent(run: Any, master: w.RawMaster) -> None:
+    """Wait until everything the outstation queued so far has reached ``master`` and was released.
+
+    Publish one more change (-1, outside the burst's values) and wait for it, then for the device's
+    next poll putting its own value (0) back: events go out in order, so all queued before them
+    arrived, and no change is left to send. Then acknowledge at once (not after t2) and wait until
+    the outstation released every acknowledged event, so that a close right after leaves nothing
+    unacknowledged behind."""
+    now = time.time()
+    run.gateway.table.publish([Sample("d0.r000", -1.0, Quality.GOOD, now, now)])
+    sentinel_seen = False
+
+    def restored_after_sentinel(a: w.Apdu) -> bool:  # wait_for scans the APDUs in the order received
+        nonlocal sentinel_seen
+        sentinel_seen = sentinel_seen or _is_event(a, -1.0)
+        return sentinel_seen and _is_event(a, 0.0)
+    await master.wait_for(restored_after_sentinel, 10)
+    master.ack()
+    await await_deferred(until(lambda: run.gateway.outstations[0].stats()["buffered"] == 0, 10))
+
+
 async def _started(port: int) -> w.RawMaster:
     master = w.RawMaster()
     await master.connect("127.0.0.1", port)
@@ -61,7 +88,7 @@ def outstation(tmp_path: Path, running):
     """A site with one mapped point (M_ME_TF_1), running under TZ=UTC semantics; yields (run, port)."""
     @pytest_twisted.inlineCallbacks
     def start() -> Iterator:
-        [port] = free_ports(1)
+        port = next_port()
         run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [
             {"point": "d0.r000", "ioa": IOA, "type": "M_ME_TF_1"}], event_buffer={"send_rate": 5000})]))
         yield until(run.all_good)
@@ -84,7 +111,7 @@ async def test_burst_with_the_master_stalled_10s_mid_burst_loses_nothing(outstat
         await asyncio.sleep(10)
         master.resume_reading()
         await until_count(master, BURST, 60)
-        await asyncio.sleep(0.5)
+        await _all_sent(run, master)  # a duplicate would have come by now
         _assert_complete(_burst_part(_events(master)), burst)
         assert not master.errors and not master.closed
         await master.close()
@@ -102,7 +129,7 @@ async def test_link_broken_before_acknowledging_resends_exactly_the_unacknowledg
         first = w.RawMaster(auto_ack=False)
         await first.connect("127.0.0.1", port)
         await first.startdt()
-        await asyncio.sleep(0.5)
+        await first.wait_for(_is_event, 5)  # the start-up value, after the end of initialisation
         first.ack()  # acknowledge what came before the burst (end of initialisation, the start-up value)
         burst = _burst(run)
         await until_count(first, 12, 10)  # k = 12 frames, then the outstation must wait
@@ -112,7 +139,7 @@ async def test_link_broken_before_acknowledging_resends_exactly_the_unacknowledg
         await first.close()
         second = await _started(port)
         await until_count(second, BURST, 60)
-        await asyncio.sleep(0.5)
+        await _all_sent(run, second)
         again = _burst_part(_events(second))
         assert [o.value for o in again[:12]] == [o.value for o in unacknowledged]
         _assert_complete(again, burst)
@@ -132,7 +159,7 @@ async def test_burst_under_a_cpu_burner_on_both_cores_loses_nothing(outstation, 
             master = await _started(port)
             burst = _burst(run)
             await until_count(master, BURST, 60)
-            await asyncio.sleep(0.5)
+            await _all_sent(run, master)
             _assert_complete(_burst_part(_events(master)), burst)
             await master.close()
         await as_deferred(body())

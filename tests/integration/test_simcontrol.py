@@ -1,9 +1,9 @@
 """The simulator control API (``gateway.simcontrol``) over real HTTP, in-process and behind ``gridgate simulate --control``."""
 
 import json
+import re
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,9 +16,9 @@ from twisted.internet import reactor, threads
 from twisted.internet.defer import inlineCallbacks
 
 from gateway.config.loader import Site, load_site
-from gateway.demo import free_ports
 from gateway.interfaces import load_plugins
 from gateway.simcontrol import control_url, parse_hostport, start_control
+from tests.integration.sites import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -137,22 +137,24 @@ def test_parse_hostport() -> None:
 
 
 def test_simulate_command_serves_the_control_api(tmp_path: Path) -> None:
-    """`gridgate simulate SITE --control HOST:PORT` logs the API's URL and answers GET /values."""
-    modbus_port, control_port = free_ports(2)
-    site = write_site(tmp_path, modbus_port)
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "simulate", str(site), "--control",
-                                f"127.0.0.1:{control_port}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    """`gridgate simulate SITE --control HOST:PORT` logs the API's URL and answers GET /values.
+
+    Both the device and the API are given port 0: the process binds what it gets and its log names
+    the API's port, so no port is chosen before the process binds it."""
+    site = write_site(tmp_path)
+    log = tmp_path / "simulate.log"
+    with open(log, "w", encoding="utf-8") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "gateway", "simulate", str(site), "--control",
+                                    "127.0.0.1:0"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
-        deadline, answer = time.monotonic() + 30, None
-        while answer is None and time.monotonic() < deadline and process.poll() is None:
-            try:
-                answer = http(f"http://127.0.0.1:{control_port}/values")
-            except OSError:
-                time.sleep(0.1)
-        assert answer is not None, "the control API never answered"
+        announced = lambda: re.search(r"simulator control API at (http://127\.0\.0\.1:(\d+))",
+                                      log.read_text(encoding="utf-8"))
+        wait_until(lambda: announced() or process.poll() is not None, 30, "the control API's log line")
+        assert announced(), log.read_text(encoding="utf-8")[-2000:]
+        url, port = announced().groups()
+        assert int(port) != 0
+        answer = http(f"{url}/values")
         assert answer[0] == 200 and answer[1]["m1.soc"] == pytest.approx(55.0)
     finally:
         process.terminate()
-        _, stderr = process.communicate(timeout=30)
-    assert f"simulator control API at http://127.0.0.1:{control_port}" in stderr
+        process.wait(30)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import next_port
+
 pytestmark = pytest.mark.integration
 
 PROBE = Path(__file__).with_name("wiretime_probe.py")
@@ -30,7 +32,7 @@ def probe(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     """The probe's report, run once per process TZ; ``report["tz"]`` names it."""
     tz = request.param
     out = tmp_path_factory.mktemp("wiretime") / "report.json"
-    done = subprocess.run([sys.executable, str(PROBE), str(out), repr(TS)], env={**os.environ, "TZ": tz},
+    done = subprocess.run([sys.executable, str(PROBE), str(out), repr(TS), str(next_port())], env={**os.environ, "TZ": tz},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, f"probe under TZ={tz} failed:\n{done.stdout}\n{done.stderr}"
     report = json.loads(out.read_text(encoding="utf-8"))

@@ -1,14 +1,15 @@
 """Runs a c104 Server and Client on 127.0.0.1 in this process (its TZ is the one under test).
 
-Usage: ``python wiretime_probe.py OUT.json TS``. The server sends TS through ``WireClock`` for each
-wire zone (and once as c104's own naive datetime), the client then clock-syncs the server. OUT.json
-records the CP56Time2a fields seen on the wire and what c104 handed to Python on the other side.
+Usage: ``python wiretime_probe.py OUT.json TS PORT``. The server listens on 127.0.0.1:PORT, a port of
+the calling test run's block (``tests.ports``; a c104 Server given port 0 does not say which port it
+got). It sends TS through ``WireClock`` for each wire zone (and once as c104's own naive datetime),
+the client then clock-syncs the server. OUT.json records the CP56Time2a fields seen on the wire and
+what c104 handed to Python on the other side.
 c104 callbacks need real annotations: no ``from __future__ import annotations`` here.
 """
 
 import datetime
 import json
-import socket
 import sys
 import threading
 import time
@@ -29,12 +30,6 @@ def cp56time2a(octets: bytes) -> list[int]:
             octets[2] & 0x3F, int.from_bytes(octets[0:2], "little"), octets[4] >> 5]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def open_connection(conn: c104.Connection, opened: threading.Event) -> None:
     """Wait for OPEN. c104 2.2.1's client sometimes stays OPEN_MUTED without sending STARTDT: unmute it."""
     deadline = time.monotonic() + TIMEOUT_S
@@ -45,8 +40,7 @@ def open_connection(conn: c104.Connection, opened: threading.Event) -> None:
             raise TimeoutError(f"connection still {conn.state.name}")
 
 
-def probe(ts: float) -> dict:
-    port = free_port()
+def probe(ts: float, port: int) -> dict:
     server = c104.Server(ip="127.0.0.1", port=port, tick_rate_ms=50)
     station = server.add_station(common_address=CA)
     client = c104.Client(tick_rate_ms=50)
@@ -133,6 +127,6 @@ def probe(ts: float) -> dict:
 
 
 if __name__ == "__main__":
-    out_path, ts_arg = sys.argv[1], float(sys.argv[2])
+    out_path, ts_arg, port_arg = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
     with open(out_path, "w", encoding="utf-8") as out:
-        json.dump(probe(ts_arg), out)
+        json.dump(probe(ts_arg, port_arg), out)
