@@ -8,9 +8,11 @@ when the site is loaded, so ``gridgate check`` fails on it and ``gridgate run`` 
 with it. No CRL is checked yet.
 """
 
+import asyncio.sslproto
 import datetime
 import logging
 import ssl
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway.certs import (CertError, common_name, days_left, expiry_text, key_matches, load_cert, load_certs, load_key,
                            utcnow)
 from gateway.config.iec104 import MasterGroup, TlsSpec
+from gateway.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +134,9 @@ def server_context(group: str, tls: TlsSpec) -> ssl.SSLContext:
     return context
 
 
+PLAIN_TCP = "plain TCP (no TLS handshake): the master does not use TLS"
+
+
 def refusal_cause(exc: ssl.SSLError) -> str:
     """What a commissioning engineer needs to hear about a failed handshake, from OpenSSL's reason."""
     detail = f"{getattr(exc, 'verify_message', '') or ''} {exc.reason or ''} {exc}".lower()
@@ -139,8 +145,9 @@ def refusal_cause(exc: ssl.SSLError) -> str:
                           ("unable to get local issuer", "the master's certificate is not issued by this group's CA"),
                           ("self-signed", "the master's certificate is self-signed and not this group's CA"),
                           ("peer did not return a certificate", "the master sent no certificate"),
-                          ("wrong version number", "not TLS (plain TCP on a TLS port?)"),
-                          ("http request", "not TLS (plain TCP on a TLS port?)"),
+                          ("wrong version number", PLAIN_TCP),
+                          ("http request", PLAIN_TCP),
+                          ("unknown protocol", PLAIN_TCP),
                           ("unsupported protocol", "the master offers a TLS version below tls.min_version")):
         if needle in detail:
             return cause
@@ -148,8 +155,9 @@ def refusal_cause(exc: ssl.SSLError) -> str:
 
 
 def _logging_tls_object(group: str) -> type[ssl.SSLObject]:
-    """An ``SSLObject`` class that logs a refused handshake with its cause: asyncio drops handshake
-    errors silently (they are ``OSError``s, logged only in debug mode)."""
+    """An ``SSLObject`` class that logs a refused handshake with the master's address and the cause
+    (rate-limited per host): asyncio drops handshake errors silently (they are ``OSError``s, logged
+    only in debug mode)."""
     class LoggingSSLObject(ssl.SSLObject):
         def do_handshake(self) -> None:
             try:
@@ -157,34 +165,48 @@ def _logging_tls_object(group: str) -> type[ssl.SSLObject]:
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 raise
             except ssl.SSLError as exc:
-                REFUSALS.report(group, "TLS handshake", refusal_cause(exc))
+                peer = _handshake_peer()
+                who = f"master {peer[0]}:{peer[1]}" if peer else "a master (address unknown)"
+                REFUSALS.report(group, f"TLS handshake of {who}", refusal_cause(exc), host=peer[0] if peer else "")
                 raise
     return LoggingSSLObject
 
 
+def _handshake_peer() -> tuple[str, int] | None:
+    """(host, port) of the master whose TLS handshake is running. An ``SSLObject`` does not know its
+    socket; asyncio's ``SSLProtocol``, whose ``_do_handshake`` calls ``do_handshake``, holds the socket
+    transport. Found through the calling frames (CPython 3.11 asyncio internals; test_outstation_tls
+    pins that the refusal line names the address); None where they are not as expected."""
+    frame = sys._getframe(2)
+    for _ in range(4):
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, asyncio.sslproto.SSLProtocol):
+            transport = getattr(owner, "_transport", None)
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
+        frame = frame.f_back
+    return None
+
+
 class RefusalLog:
-    """Refusals logged once per group and cause per minute, with the count suppressed meanwhile:
-    a master retrying every second must not flood the log."""
+    """Refusals logged once per group, host and cause per minute, with the count suppressed meanwhile:
+    a master retrying every second must not flood the log (``RateLimitedLog`` keyed by the refused host,
+    so that the new source port of each retry does not make it a new kind)."""
 
     def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self._every = every_s
-        self._clock = clock
-        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+        self._log = RateLimitedLog(log, every_s, clock)
 
     def forget(self) -> None:
         """Start afresh: the next refusal of every kind is logged."""
-        self._last.clear()
+        self._log.forget()
 
-    def report(self, group: str, what: str, cause: str) -> None:
-        """Log ``what`` refused for ``cause`` unless it was logged less than ``every_s`` ago."""
-        key, now = (group, f"{what}: {cause}"), self._clock()
-        last, suppressed = self._last.get(key, (None, 0))
-        if last is not None and now - last < self._every:
-            self._last[key] = (last, suppressed + 1)
-            return
-        more = f" ({suppressed} more since the last report)" if suppressed else ""
-        log.warning("104 group %s: %s refused: %s%s", group, what, cause, more)
-        self._last[key] = (now, 0)
+    def report(self, group: str, what: str, cause: str, host: str | None = None) -> None:
+        """Log ``what`` refused for ``cause`` unless the same refusal (of ``host``, when given, else of
+        ``what``) was logged less than ``every_s`` ago."""
+        self._log.warning((group, what if host is None else host, cause), "104 group %s: %s refused: %s", group,
+                          what, cause)
 
 
 REFUSALS = RefusalLog()

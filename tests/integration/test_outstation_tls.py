@@ -21,9 +21,9 @@ import yaml
 from twisted.internet.threads import deferToThread
 
 from gateway.certs import issue, make_ca, utcnow, write_pair
-from gateway.demo import free_ports
 from gateway.northbound import dispatchtest
 from tests.integration.sites import Running, until
+from tests.ports import next_port
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ def tls_site(folder: Path, port: int, pinned: Optional[list[str]] = None) -> Pat
     """One simulated device, three measured points, a master group with TLS (paths relative to the site file)."""
     (folder / "dev.yaml").write_text(yaml.safe_dump({"model": "TLS", "kind": "other", "protocol": "modbus", "points": [
         {"id": f"r{i}", "address": i, "type": "uint16", "sim": {"kind": "constant", "value": 10 + i}} for i in range(3)]}))
-    [device_port] = free_ports(1)
+    device_port = next_port()
     tls: dict[str, Any] = {"cert": "pki/server.crt", "key": "pki/server.key", "ca": "pki/ca.crt"}
     if pinned:
         tls["pinned_masters"] = [f"pki/{name}.crt" for name in pinned]
@@ -78,7 +78,7 @@ def tls_outstation(tmp_path: Path, pki: Path) -> Iterator[Any]:
     started: list[Running] = []
 
     def start(pinned: Optional[list[str]] = None) -> Any:
-        [port] = free_ports(1)
+        port = next_port()
         run = Running(tls_site(tmp_path, port, pinned))
         started.append(run)
         return run.start().addCallback(lambda _: until(run.all_good)).addCallback(lambda _: (run, port))
@@ -96,6 +96,11 @@ class Session:
     frames: list[tuple[int, int, list[int]]] = field(default_factory=list)
     error: Optional[str] = None
     tls_version: Optional[str] = None
+    port: int = 0  # the master's source port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     @property
     def started(self) -> bool:
@@ -127,6 +132,7 @@ def raw_master(port: int, pki: Path, cert: Optional[str] = None, tls: bool = Tru
     """Connect (TLS with ``cert``, or plain TCP), STARTDT; with ``interrogate`` also a station GI until ACT_TERM."""
     session = Session()
     raw = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+    session.port = raw.getsockname()[1]
     try:
         sock: Any = raw
         if tls:
@@ -175,30 +181,54 @@ def test_master_with_a_certificate_of_the_ca_is_served(tls_outstation, pki: Path
     (None, True, "no client certificate", "sent no certificate"),
     ("rogue", True, "certificate of another CA", "not issued by this group's CA"),
     ("expired", True, "expired certificate of the right CA", "has expired"),
-    (None, False, "plain TCP (no TLS) on the TLS port", "not TLS"),
+    (None, False, "plain TCP (no TLS) on the TLS port", "plain TCP (no TLS handshake)"),
 ])
 @pytest_twisted.inlineCallbacks
 def test_masters_without_a_valid_certificate_are_refused(tls_outstation, pki: Path, cert: Optional[str], tls: bool,
                                                          why: str, logged: str, caplog) -> Iterator[Any]:
     """No certificate, another CA's, an expired one, or no TLS at all: the link never starts (no STARTDT con), and
-    the log says the handshake was refused and why."""
+    the log says the handshake of which master (host:port) was refused and why."""
     from gateway.northbound.tls import REFUSALS
     REFUSALS.forget()  # earlier tests' refusals within the minute must not mute this one
     run, port = yield tls_outstation()
     session = yield deferToThread(raw_master, port, pki, cert, tls)
     assert not session.started, (why, session)
     assert not session.frames, why
-    assert f"104 group dispatch: TLS handshake refused: " in caplog.text and logged in caplog.text, caplog.text
+    line = f"104 group dispatch: TLS handshake of master {session.address} refused: "
+    assert [r for r in caplog.records if r.getMessage().startswith(line) and logged in r.getMessage()], caplog.text
     served = yield deferToThread(raw_master, port, pki, "master1")
     assert served.started, "the outstation still serves a valid master afterwards"
 
 
 @pytest_twisted.inlineCallbacks
-def test_pinning_refuses_a_valid_but_unpinned_certificate(tls_outstation, pki: Path) -> Iterator[Any]:
-    """With pinned_masters, a certificate of the right CA that is not pinned is refused; the pinned one is served."""
+def test_a_master_refused_again_and_again_is_logged_once_per_minute(tls_outstation, pki: Path,
+                                                                    caplog) -> Iterator[Any]:
+    """Five refused handshakes from one host (a new source port each): one refusal line, naming the first
+    master's address; the others are counted for the next line, not logged."""
+    from gateway.northbound.tls import REFUSALS
+    REFUSALS.forget()
+    run, port = yield tls_outstation()
+    sessions = []
+    for _ in range(5):
+        sessions.append((yield deferToThread(raw_master, port, pki, "rogue")))
+    assert not any(s.started for s in sessions)
+    lines = [r.getMessage() for r in caplog.records if "TLS handshake of master" in r.getMessage()]
+    assert lines == [f"104 group dispatch: TLS handshake of master {sessions[0].address} refused: "
+                     "the master's certificate is not issued by this group's CA"], lines
+
+
+@pytest_twisted.inlineCallbacks
+def test_pinning_refuses_a_valid_but_unpinned_certificate(tls_outstation, pki: Path, caplog) -> Iterator[Any]:
+    """With pinned_masters, a certificate of the right CA that is not pinned is refused (the log names the master's
+    address); the pinned one is served."""
+    from gateway.northbound.tls import REFUSALS
+    REFUSALS.forget()
     run, port = yield tls_outstation(pinned=["master2"])
     unpinned = yield deferToThread(raw_master, port, pki, "master1")
     assert not unpinned.started, unpinned
+    yield until(lambda: run.gateway.outstations[0].stats()["refused_masters"] == 1)
+    assert f"104 group dispatch: master {unpinned.address} refused: its certificate is not in tls.pinned_masters" \
+        in caplog.text, caplog.text
     pinned = yield deferToThread(raw_master, port, pki, "master2")
     assert pinned.started, pinned
 

@@ -23,22 +23,30 @@ C_SE_NC, C_SE_TC = w.TYPE_IDS["C_SE_NC_1"], w.TYPE_IDS["C_SE_TC_1"]
 ACT, ACT_CON, DEACT, DEACT_CON, ACT_TERM, RETURN_INFO = 6, 7, 8, 9, 10, 11
 
 
-def _run(body: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-    """Run an asyncio test body (which gets the started site and a connected raw master) on the test reactor."""
+def _run(body: Callable[..., Awaitable[Any]], startdt: bool = True) -> Callable[..., Any]:
+    """Run an asyncio test body (which gets the started site and a connected raw master, data transfer
+    started unless ``startdt`` is False) on the test reactor."""
     @pytest_twisted.ensureDeferred
     async def test(tmp_path: Path, running) -> None:
         path, port, _ = _site(tmp_path)
         run = await running(path)
         await until(run.all_good, 15)
-        await as_deferred(_with_master(body, run, port, tmp_path))
+        await as_deferred(_with_master(body, run, port, tmp_path, startdt))
     test.__doc__ = body.__doc__
     return test
 
 
-async def _with_master(body: Callable[..., Awaitable[Any]], run: Any, port: int, folder: Path) -> None:
+def _unstarted(body: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """``_run`` with a master that has sent nothing yet (no STARTDT)."""
+    return _run(body, startdt=False)
+
+
+async def _with_master(body: Callable[..., Awaitable[Any]], run: Any, port: int, folder: Path,
+                       startdt: bool = True) -> None:
     master = w.RawMaster()
     await master.connect("127.0.0.1", port)
-    await master.startdt()
+    if startdt:
+        await master.startdt()
     try:
         await body(run, master, folder)
     finally:
@@ -234,3 +242,112 @@ async def test_malformed_asdus_are_ignored_and_the_link_keeps_serving(run: Any, 
     assert run.gateway.outstations[0].stats()["malformed"] == 3
     unknown = [a.asdu for a in master.received if a.asdu is not None and a.asdu.type_id == 200]
     assert [(a.cot, a.negative) for a in unknown] == [(44, True)]
+
+
+def _setpoint_frame(master: w.RawMaster, value: float) -> bytes:
+    """A direct setpoint (C_SE_NC_1, COT 6) as a whole I-frame with the master's next N(S), not yet sent."""
+    frame = w.i_frame(master.ssn, master.rsn, w.asdu(C_SE_NC, ACT, CA, [(SETPOINT, w.setpoint_float(value))]))
+    master.ssn += 1
+    return frame
+
+
+@_unstarted
+async def test_command_in_the_segment_of_startdt_act_is_answered_after_startdt_con(run: Any, master: w.RawMaster,
+                                                                                  folder: Path) -> None:
+    """STARTDT act and a direct setpoint in one TCP write: STARTDT con is the first APDU on the wire, then the
+    command is executed once and answered ACT_CON, ACT_TERM (frames are processed in the order received)."""
+    await master.send_raw(w.u_frame("STARTDT_ACT") + _setpoint_frame(master, 40.0))
+    await master.wait_for(lambda a: a.asdu is not None and a.asdu.type_id == C_SE_NC and a.asdu.cot == ACT_TERM, 5)
+    assert master.received[0].u == "STARTDT_CON", [a.summary() for a in master.received]
+    answers = [(a.asdu.cot, a.asdu.negative) for a in master.received
+               if a.asdu is not None and a.asdu.type_id == C_SE_NC]
+    assert answers == [(ACT_CON, False), (ACT_TERM, False)]
+    assert _setpoint(run) == pytest.approx(40.0)
+    assert [r["point"] for r in _audit(folder, "written")] == ["pcs1.active_power_setpoint"]
+
+
+@_unstarted
+async def test_command_before_startdt_act_in_the_same_segment_is_not_executed(run: Any, master: w.RawMaster,
+                                                                              folder: Path) -> None:
+    """A direct setpoint and then STARTDT act in one TCP write: the command arrived before STARTDT, so it is
+    neither executed nor answered (hat handles STARTDT before the outstation reads the I-frame); the link
+    starts and a setpoint sent after STARTDT con is executed."""
+    before = _setpoint(run)
+    await master.send_raw(_setpoint_frame(master, 40.0) + w.u_frame("STARTDT_ACT"))
+    await master.wait_for(lambda a: a.u == "STARTDT_CON", 5)
+    await _settle()
+    assert _setpoint(run) == before
+    assert not [a for a in master.received if a.asdu is not None and a.asdu.type_id == C_SE_NC]
+    assert not (folder / "audit.jsonl").exists() or not _audit(folder, "received")
+    assert run.gateway.outstations[0].stats()["before_startdt"] == 1
+    reply = await _command(master, SETPOINT, 30.0)
+    assert (reply.cot, reply.negative) == (ACT_CON, False)
+    await master.wait_for(lambda a: a.asdu is not None and a.asdu.type_id == C_SE_NC and a.asdu.cot == ACT_TERM, 5)
+    assert _setpoint(run) == pytest.approx(30.0)
+
+
+@_run
+async def test_command_before_stopdt_act_in_the_same_segment_is_not_executed(run: Any, master: w.RawMaster,
+                                                                             folder: Path) -> None:
+    """A direct setpoint and then STOPDT act in one TCP write: by the time the command is read data transfer is
+    stopped, so no ACT_CON could go out; it is not executed (never a command without its confirmation)."""
+    before = _setpoint(run)
+    await master.send_raw(_setpoint_frame(master, 40.0) + w.u_frame("STOPDT_ACT"))
+    await master.wait_for(lambda a: a.u == "STOPDT_CON", 5)
+    await _settle()
+    assert _setpoint(run) == before
+    assert not [a for a in master.received if a.asdu is not None and a.asdu.type_id == C_SE_NC]
+
+
+
+@pytest_twisted.ensureDeferred
+async def test_garbage_from_one_master_logs_a_line_per_kind_not_per_frame(tmp_path: Path, running, caplog) -> None:
+    """500 malformed ASDUs, 50 ASDUs before STARTDT and 5 connections closed by hat for APCI violations: one
+    WARNING per kind from the outstation (the close with its cause, in one line), no traceback from hat."""
+    import logging
+    from gateway.northbound.outstation import PEER_LOG
+    PEER_LOG.forget()
+    path, port, _ = _site(tmp_path)
+    run = await running(path)
+    await until(run.all_good, 15)
+    outstation = run.gateway.outstations[0]
+
+    async def flood() -> None:
+        master = w.RawMaster()
+        await master.connect("127.0.0.1", port)
+        await master.startdt()
+        truncated = w.asdu(C_SE_NC, ACT, CA, [(SETPOINT, w.setpoint_float(40.0))])[:-2]
+        for _ in range(500):
+            await master.send_asdu(truncated)
+        master.mark()
+        await master.send_asdu(w.asdu(100, ACT, CA, [(0, w.qoi(20))]))
+        await master.collect(lambda a: a.asdu is not None and a.asdu.type_id == 100 and a.asdu.cot == ACT_TERM, 1, 10)
+        await master.close()
+        unstarted = w.RawMaster()
+        await unstarted.connect("127.0.0.1", port)
+        for _ in range(50):
+            await unstarted.send_asdu(w.asdu(100, ACT, CA, [(0, w.qoi(20))]))
+        await asyncio.sleep(0.3)
+        await unstarted.close()
+        for _ in range(5):
+            master = w.RawMaster()
+            await master.connect("127.0.0.1", port)
+            await master.send_raw(bytes(6))  # start octet 0x00: hat closes the connection
+            with pytest.raises(ConnectionError):
+                await master.wait_for(lambda a: False, 5)
+            await master.close()
+    with caplog.at_level(logging.INFO):
+        await as_deferred(flood())
+        await until(lambda: outstation.stats()["masters"] == 0, 5)
+    assert len([r for r in caplog.records if r.getMessage().endswith(" connected")]) == 7
+    assert (outstation.stats()["malformed"], outstation.stats()["before_startdt"]) == (500, 50)
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "gateway.northbound.outstation" and r.levelno >= logging.WARNING]
+    assert len(warnings) == 3, warnings
+    assert sum("sent a malformed ASDU" in m for m in warnings) == 1
+    assert sum("while data transfer was not started" in m for m in warnings) == 1
+    [closed] = [m for m in warnings if "disconnected: " in m]
+    assert closed.startswith("104 group provincial: master 127.0.0.1:") and \
+        closed.endswith("disconnected: protocol error: invalid start identifier"), closed
+    assert not [r for r in caplog.records if r.name.startswith("hat.") and r.levelno >= logging.WARNING], caplog.text
+    assert "Traceback" not in caplog.text
