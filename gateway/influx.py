@@ -39,7 +39,8 @@ from gateway.aio import as_deferred
 from gateway.config.site import InfluxSpec
 from gateway.errors import GatewayError
 from gateway.lineprotocol import to_line
-from gateway.spool import Spool, SpooledSample
+from gateway.spool import SpooledSample
+from gateway.spoolthread import ThreadedSpool
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ class _Interrupted(Exception):
 class InfluxWriter:
     """Forwards the spool to one InfluxDB target, retrying with backoff, never blocking the queue."""
 
-    def __init__(self, spool: Spool, spec: InfluxSpec, token: str | None, series: SeriesKey,
+    def __init__(self, spool: ThreadedSpool, spec: InfluxSpec, token: str | None, series: SeriesKey,
                  reactor: IReactorTime) -> None:
         self._spool = spool
         self._spec = spec
@@ -269,7 +270,7 @@ class InfluxWriter:
 
     async def _cycle(self) -> float:
         """Send one batch; returns how long to wait before the next cycle (age expiry is the spool owner's)."""
-        batch = self._spool.peek(self._spec.batch_size)
+        batch = await self._spool.peek(self._spec.batch_size)
         if not batch:
             self._notify_if_drained()
             return self._spec.flush_interval_s
@@ -280,7 +281,7 @@ class InfluxWriter:
             return self._failed(error, waiting)
         except _Interrupted:
             return 0.0  # stopping mid-bisection: the batch stays spooled and is sent next run
-        self._spool.delete_through(batch[-1].id)
+        await self._spool.delete_through(batch[-1].id)
         self._succeeded(confirmed, waiting)
         self._notify_if_drained()
         return 0.0 if len(batch) >= self._spec.batch_size else self._spec.flush_interval_s

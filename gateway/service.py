@@ -11,6 +11,7 @@ from typing import Any, Callable, Generator
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
 
 from gateway.config.loader import Site
 from gateway.influx import InfluxWriter, SeriesKey
@@ -22,12 +23,14 @@ from gateway.interfaces import ONLINE_POINT, DriverPlugin, IDriver, group_by_pro
 from gateway.northbound.outstation import GroupOutstation
 from gateway.model import point_id
 from gateway.points import PointTable
-from gateway.spool import Spool, SpoolError
+from gateway.spool import Spool
+from gateway.spoolthread import ThreadedSpool
 
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 0.2
 EXPIRE_INTERVAL_S = 60.0
+EVENT_MEMORY_BYTES = 16 << 20  # per master group, while its event buffer cannot be written
 
 
 def series_of(site: Site, measurement: str) -> SeriesKey:
@@ -40,28 +43,33 @@ def series_of(site: Site, measurement: str) -> SeriesKey:
 
 
 class SpoolService(Service):
-    """Group-commits what the PointTable publishes; expires rows past the age limit."""
+    """Group-commits what the PointTable publishes; expires rows past the age limit. Both run on
+    the spool's thread; the loops wait for each job, so a slow disk delays the next one instead of
+    queueing more."""
 
-    def __init__(self, spool: Spool, table: PointTable, reactor: Any) -> None:
+    def __init__(self, spool: ThreadedSpool, table: PointTable, reactor: Any) -> None:
         self.spool = spool
         self._table = table
         self._reactor = reactor
-        self._loops = [LoopingCall(self._commit), LoopingCall(spool.expire)]
+        self._loops = [LoopingCall(self._guarded, "commit", spool.commit),
+                       LoopingCall(self._guarded, "expiry", spool.expire)]
         self._unsubscribe: Callable[[], None] | None = None
-        self._failing = False
+        self._failing: set[str] = set()
 
-    def _commit(self) -> None:
-        """Group commit; a failing disk is logged once per episode and retried next period."""
-        try:
-            self.spool.commit()
-        except SpoolError as exc:
-            if not self._failing:
-                log.error("spool %s: commit failed, samples kept in memory and retried: %s", self.spool.path, exc)
-            self._failing = True
-            return
-        if self._failing:
-            log.info("spool %s: committing again", self.spool.path)
-        self._failing = False
+    def _guarded(self, part: str, job: Callable[[], Deferred]) -> Deferred:
+        """Run one job; a failing disk is logged once per episode and retried next period."""
+        return job().addCallbacks(lambda _: self._works(part), lambda failure: self._failed(part, failure))
+
+    def _failed(self, part: str, failure: Failure) -> None:
+        if part not in self._failing:  # SpoolError (a full disk) or a bug: the loop must go on either way
+            log.error("spool %s: %s failed, samples kept in memory and retried: %s", self.spool.path, part,
+                      failure.value)
+        self._failing.add(part)
+
+    def _works(self, part: str) -> None:
+        if part in self._failing:
+            log.info("spool %s: %s works again", self.spool.path, part)
+        self._failing.discard(part)
 
     def startService(self) -> None:
         super().startService()
@@ -70,21 +78,22 @@ class SpoolService(Service):
             loop.clock = self._reactor
             loop.start(interval, now=False)
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred:
         super().stopService()
         for loop in self._loops:
             if loop.running:
                 loop.stop()
         if self._unsubscribe:
             self._unsubscribe()
-        self.spool.close()
+        return self.spool.close().addErrback(
+            lambda failure: log.error("spool %s: closing failed: %s", self.spool.path, failure.value))
 
 
 class WriterService(Service):
     """Runs the InfluxDB writer between start and stop; on stop the drivers have already stopped,
     so the last polls are committed and forwarded for up to ``exit_flush_s`` before it closes."""
 
-    def __init__(self, writer: InfluxWriter, spool: Spool, exit_flush_s: float) -> None:
+    def __init__(self, writer: InfluxWriter, spool: ThreadedSpool, exit_flush_s: float) -> None:
         self.writer = writer
         self.spool = spool
         self.exit_flush_s = exit_flush_s
@@ -95,11 +104,10 @@ class WriterService(Service):
 
     def stopService(self) -> Deferred:
         super().stopService()
-        try:
-            self.spool.commit()
-        except SpoolError as exc:
-            log.error("spool %s: last commit before exit failed (kept in memory only): %s", self.spool.path, exc)
-        return self.writer.stop(self.exit_flush_s)
+        committed = self.spool.commit().addErrback(
+            lambda failure: log.error("spool %s: last commit before exit failed (kept in memory only): %s",
+                                      self.spool.path, failure.value))
+        return committed.addCallback(lambda _: self.writer.stop(self.exit_flush_s))
 
 
 class OutstationService(Service):
@@ -145,8 +153,8 @@ class Gateway(MultiService):
         self.site = site
         spec = site.spec
         self.table = PointTable(point_id(d.name, p.id) for d in site.devices for p in d.profile.points)
-        self.spool = Spool(spool_path or spec.spool.path, spec.spool.max_bytes, spec.spool.max_age_s,
-                           spec.spool.overflow)
+        self.spool = ThreadedSpool(Spool(spool_path or spec.spool.path, spec.spool.max_bytes, spec.spool.max_age_s,
+                                         spec.spool.overflow), reactor)
         SpoolService(self.spool, self.table, reactor).setServiceParent(self)
         self.writer: InfluxWriter | None = None
         if spec.influx is not None:
@@ -159,7 +167,7 @@ class Gateway(MultiService):
         self.audit, self.gate = _command_path(site, self.table, self.drivers)
         if self.audit is not None:
             AuditService(self.audit, reactor).setServiceParent(self)
-        self.outstations = [GroupOutstation(g, self.table, _event_buffer(g, self.spool.path), reactor,
+        self.outstations = [GroupOutstation(g, self.table, _event_buffer(g, self.spool.path, reactor), reactor,
                                             gate=self.gate, audit=self.audit) for g in spec.master_groups]
         self.ready: Deferred = Deferred()  # see start()
         self._outstation_service = OutstationService(self.outstations)
@@ -188,9 +196,20 @@ class Gateway(MultiService):
                 "drivers": [d.stats() for d in self.drivers], "quality": self.table.count_by_quality()}
 
 
-def _event_buffer(group: MasterGroup, spool_path: str) -> Spool:
+def spool_files(site: Site) -> list[str]:
+    """Every spool file the gateway opens: the spool, then each master group's event buffer."""
+    return [site.spec.spool.path, *(event_buffer_path(g, site.spec.spool.path) for g in site.spec.master_groups)]
+
+
+def event_buffer_path(group: MasterGroup, spool_path: str) -> str:
+    return group.event_buffer.path or f"{spool_path}.{group.name}.events"
+
+
+def _event_buffer(group: MasterGroup, spool_path: str, reactor: Any) -> ThreadedSpool:
     spec = group.event_buffer
-    return Spool(spec.path or f"{spool_path}.{group.name}.events", spec.max_bytes, spec.max_age_s, "drop_oldest")
+    path = event_buffer_path(group, spool_path)
+    return ThreadedSpool(Spool(path, spec.max_bytes, spec.max_age_s, "drop_oldest", memory_bytes=EVENT_MEMORY_BYTES),
+                         reactor)
 
 
 def _command_path(site: Site, table: PointTable, drivers: list[IDriver]) -> tuple[AuditLog | None, CommandGate | None]:
@@ -200,7 +219,8 @@ def _command_path(site: Site, table: PointTable, drivers: list[IDriver]) -> tupl
         return None, None
     a = spec.audit
     audit = AuditLog(a.path, a.hash, key=a.key, state=a.state, checkpoint_every=a.checkpoint_every,
-                     checkpoint_interval_s=a.checkpoint_interval_s, max_bytes=a.max_bytes, max_age_s=a.max_age_s)
+                     checkpoint_interval_s=a.checkpoint_interval_s, max_bytes=a.max_bytes, max_age_s=a.max_age_s,
+                     background_sync=True)
     if audit.problem:
         log.error("audit log %s cannot be continued, every command will be refused: %s", a.path, audit.problem)
     if a.key is None:

@@ -11,8 +11,9 @@ Rows are a FIFO: ids only grow (``AUTOINCREMENT``), the writer peeks the oldest,
 only through the last id the server confirmed. Because ids never restart, rows dropped or
 expired under a writer's in-flight batch can never make ``delete_through`` hit newer rows.
 
-All methods run on the caller's thread (the reactor): a group commit of a few thousand rows
-takes milliseconds. The size limit counts the pages that hold live rows (``page_count -
+The methods run on the caller's thread. In the gateway that is the spool's own thread
+(``spoolthread.ThreadedSpool``), so a slow disk never stalls the reactor; only ``append`` is called
+from the reactor, and the in-memory buffer it fills is guarded by a lock. The size limit counts the pages that hold live rows (``page_count -
 freelist_count``): SQLite reuses freed pages before growing the file, so this also bounds the
 file on disk (the WAL adds up to ``journal_size_limit`` on top).
 """
@@ -21,6 +22,7 @@ import logging
 import math
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Sequence
@@ -52,11 +54,19 @@ _KIND_OF_TYPE: dict[type, int] = {float: KIND_FLOAT, int: KIND_INT, bool: KIND_B
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _DROP_MARGIN = 0.01  # drop_oldest frees 1 % below the limit, so it does not delete on every commit
 _WAL_LIMIT_BYTES = 64 << 20
-MAX_BUFFERED = 1_000_000  # rows held in memory while commits fail (disk full): bounded memory
+MEMORY_BYTES = 64 << 20  # samples held in memory while commits fail (disk full): bounded memory
+_ROW_BYTES = 176  # a buffered float row as measured with tracemalloc (168 B) plus margin; str values add their length
 
 
 class SpoolError(GatewayError):
     """The spool file cannot be opened or written (disk full, I/O error, not a spool)."""
+
+
+class SpoolUnreadable(SpoolError):
+    """The file is not a spool SQLite can open; the gateway stops rather than lose its rows."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"{cause}; `gridgate run --salvage-spool SITE` moves it aside and keeps its readable rows")
 
 
 class SpoolFull(SpoolError):
@@ -104,6 +114,11 @@ def _decode(kind: int, stored: Any) -> Value:
     return stored  # str or None
 
 
+def _bytes_of(rows: list[tuple[Any, ...]]) -> int:
+    """What ``rows`` hold in memory, estimated: a fixed cost per row plus the length of str values."""
+    return sum(_ROW_BYTES + (len(row[2]) if type(row[2]) is str else 0) for row in rows)
+
+
 def _row(sample: Sample) -> tuple[Any, ...]:
     """One INSERT parameter tuple."""
     kind, stored = _encode(sample.value)
@@ -114,7 +129,7 @@ class Spool:
     """Group-committed FIFO of samples on disk, bounded in size and age."""
 
     def __init__(self, path: str, max_bytes: int, max_age_s: float, overflow: Overflow,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, memory_bytes: int = MEMORY_BYTES) -> None:
         if overflow not in ("drop_oldest", "refuse_new"):
             raise ValueError(f"overflow must be drop_oldest or refuse_new, not {overflow!r}")
         self.path = path
@@ -122,13 +137,20 @@ class Spool:
         self.max_age_s = max_age_s
         self.overflow = overflow
         self._clock = clock
+        self.memory_bytes = memory_bytes
         self._buffer: list[tuple[Any, ...]] = []
+        self._buffer_bytes = 0
+        self._buffer_lock = threading.Lock()  # append (reactor) against commit (the spool's thread)
         self._counters = {"committed": 0, "dropped_overflow": 0, "dropped_unwritable": 0, "refused": 0,
                           "expired": 0, "deleted": 0}
         self._refusing = False
         self._db = self._open(path)
-        self._page_size = self._pragma("page_size")
-        self._depth = self._db.execute("SELECT count(*) FROM samples").fetchone()[0]
+        try:
+            self._page_size = self._pragma("page_size")
+            self._depth = self._db.execute("SELECT count(*) FROM samples").fetchone()[0]
+        except sqlite3.Error as error:  # a damaged file may open and fail at its first read
+            self._db.close()
+            raise SpoolUnreadable(f"{path}: cannot read spool: {error}") from error
 
     @staticmethod
     def _open(path: str) -> sqlite3.Connection:
@@ -136,7 +158,8 @@ class Spool:
         if path != ":memory:" and os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
-            db = sqlite3.connect(path, isolation_level=None)  # transactions are explicit
+            # transactions are explicit; the connection is opened on one thread and used on another
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
@@ -146,7 +169,7 @@ class Spool:
             db.execute(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as error:
-            raise SpoolError(f"{path}: cannot open spool: {error}") from error
+            raise SpoolUnreadable(f"{path}: cannot open spool: {error}") from error
         if mode != "wal" and path != ":memory:":
             raise SpoolError(f"{path}: SQLite refused WAL mode (got {mode!r})")
         return db
@@ -159,17 +182,45 @@ class Spool:
     def append(self, samples: Sequence[Sample]) -> None:
         """Buffer samples in memory; they are not accepted until ``commit()``.
 
-        While commits fail the buffer is capped at ``MAX_BUFFERED`` rows, the oldest going first
+        While commits fail the buffer is capped at ``memory_bytes``, the oldest rows going first
         (counted as ``dropped_unwritable``): a dead disk must not exhaust memory as well.
         """
-        self._buffer.extend(_row(s) for s in samples)
-        excess = len(self._buffer) - MAX_BUFFERED
-        if excess > 0:
-            del self._buffer[:excess]
-            if not self._counters["dropped_unwritable"]:
-                log.error("spool %s: commits failing and %d samples buffered; dropping the oldest "
-                          "(counted as dropped_unwritable)", self.path, MAX_BUFFERED)
-            self._counters["dropped_unwritable"] += excess
+        self.append_raw([_row(s) for s in samples])
+
+    def append_raw(self, rows: list[tuple[Any, ...]]) -> None:
+        """Buffer rows in their stored form (point, kind, value, quality, source_time, gateway_time):
+        rows read from another spool file, kept exactly as they were (``spoolsalvage``)."""
+        with self._buffer_lock:
+            self._buffer.extend(rows)
+            self._buffer_bytes += _bytes_of(rows)
+            self._cap_buffer()
+
+    def _cap_buffer(self) -> None:
+        """Drop the oldest buffered rows above ``memory_bytes`` (the lock is held)."""
+        if self._buffer_bytes <= self.memory_bytes:
+            return
+        excess, freed = 0, 0
+        while self._buffer_bytes - freed > self.memory_bytes and excess < len(self._buffer):
+            freed += _bytes_of(self._buffer[excess:excess + 1])
+            excess += 1
+        del self._buffer[:excess]
+        self._buffer_bytes -= freed
+        if not self._counters["dropped_unwritable"]:
+            log.error("spool %s: commits failing and %d bytes of samples buffered; dropping the oldest "
+                      "(counted as dropped_unwritable)", self.path, self.memory_bytes)
+        self._counters["dropped_unwritable"] += excess
+
+    def _take_buffer(self) -> list[tuple[Any, ...]]:
+        with self._buffer_lock:
+            rows, self._buffer, self._buffer_bytes = self._buffer, [], 0
+        return rows
+
+    def _put_back(self, rows: list[tuple[Any, ...]]) -> None:
+        """Return rows whose commit failed to the front of the buffer, for the next commit."""
+        with self._buffer_lock:
+            self._buffer[:0] = rows
+            self._buffer_bytes += _bytes_of(rows)
+            self._cap_buffer()
 
     def commit(self) -> int:
         """Write everything buffered in one transaction; returns the rows committed.
@@ -177,11 +228,11 @@ class Spool:
         Over ``max_bytes``, ``drop_oldest`` deletes the oldest rows in the same transaction and
         ``refuse_new`` rolls the batch back (returns 0). Neither raises: the policy was chosen
         in the config, so overflow is an expected state, logged and counted. A SQLite failure
-        (disk full, I/O error) raises ``SpoolError`` and keeps the buffer for the next commit.
+        (disk full, I/O error) raises ``SpoolError`` and keeps the rows for the next commit.
         """
-        if not self._buffer:
+        rows = self._take_buffer()
+        if not rows:
             return 0
-        rows = self._buffer
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
@@ -192,22 +243,24 @@ class Spool:
             self._db.execute("COMMIT")
         except SpoolFull as full:
             self._rollback()
-            self._buffer = []
             self._refuse(len(rows), full)
             return 0
         except sqlite3.Error as error:
             self._rollback()
+            self._put_back(rows)
             raise SpoolError(f"{self.path}: commit of {len(rows)} samples failed: {error}") from error
-        self._buffer = []
         self._counters["committed"] += len(rows)
         self._accepting_again()
         return len(rows)
 
     def _rollback(self) -> None:
         """Undo the open transaction (if it got that far) and the depth it counted."""
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
-        self._depth = self._db.execute("SELECT count(*) FROM samples").fetchone()[0]
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._depth = self._db.execute("SELECT count(*) FROM samples").fetchone()[0]
+        except sqlite3.Error as error:  # the disk that failed the commit may fail the rollback too
+            log.debug("spool %s: rollback: %s", self.path, error)
 
     def _enforce_size(self, new_rows: int) -> None:
         """Apply the overflow policy inside the open transaction."""
@@ -283,12 +336,15 @@ class Spool:
         younger one (the clock stepped back) waits until the rows before it expire.
         """
         cutoff = self._clock() - self.max_age_s
-        first_young = self._db.execute(
-            "SELECT id FROM samples WHERE gateway_time >= ? ORDER BY id LIMIT 1", (cutoff,)).fetchone()
-        if first_young is None:
-            cur = self._db.execute("DELETE FROM samples")
-        else:
-            cur = self._db.execute("DELETE FROM samples WHERE id < ?", (first_young[0],))
+        try:
+            first_young = self._db.execute(
+                "SELECT id FROM samples WHERE gateway_time >= ? ORDER BY id LIMIT 1", (cutoff,)).fetchone()
+            if first_young is None:
+                cur = self._db.execute("DELETE FROM samples")
+            else:
+                cur = self._db.execute("DELETE FROM samples WHERE id < ?", (first_young[0],))
+        except sqlite3.Error as error:
+            raise SpoolError(f"{self.path}: expiring samples older than {self.max_age_s:.0f} s failed: {error}") from error
         n = cur.rowcount
         if n:
             self._depth -= n
@@ -308,14 +364,22 @@ class Spool:
         row = self._db.execute("SELECT gateway_time FROM samples ORDER BY id LIMIT 1").fetchone()
         return None if row is None else self._clock() - row[0]
 
+    def buffered(self) -> int:
+        """Samples appended and not yet committed."""
+        return len(self._buffer)
+
     def size_bytes(self) -> int:
         """Bytes in pages holding live data (free pages, reused before the file grows, excluded)."""
         return (self._pragma("page_count") - self._pragma("freelist_count")) * self._page_size
 
     def stats(self) -> dict[str, Any]:
         """Counters and gauges for status pages and metrics."""
-        return {"depth": self._depth, "buffered": len(self._buffer), "size_bytes": self.size_bytes(),
-                "max_bytes": self.max_bytes, "oldest_age_s": self.oldest_age(),
+        try:
+            size, oldest = self.size_bytes(), self.oldest_age()
+        except sqlite3.Error:  # a failing disk: the counters still tell what happened
+            size, oldest = None, None
+        return {"depth": self._depth, "buffered": len(self._buffer), "buffered_bytes": self._buffer_bytes,
+                "size_bytes": size, "max_bytes": self.max_bytes, "oldest_age_s": oldest,
                 "refusing": self._refusing, **self._counters}
 
     def close(self) -> None:

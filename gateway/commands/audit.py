@@ -3,7 +3,9 @@
 What it promises
 ----------------
 A dispatch command leaves evidence that survives a crash and shows tampering, including at its
-end. Every record is flushed and fsynced before ``append`` returns and carries ``prev`` (the hash
+end. Every record is flushed before ``append`` returns (it survives the process being killed) and
+fsynced: at once, or in the gateway (``background_sync=True``) on a thread of its own right after
+(``auditsync``: a slow disk must not stretch a command's ACT_CON). Each record carries ``prev`` (the hash
 of the record before it) and ``hash`` (SHA-256 or SM3). A plain hash chain shows an edit, but
 anyone can re-hash it after an edit, and it cannot show records cut off at the end. So the log
 also carries **signed checkpoints**: records (``event: checkpoint``) whose hash, which covers the
@@ -56,7 +58,8 @@ max_bytes=..., max_age_s=...)``; check ``problem`` after opening (log it; comman
 while it is set); call ``maybe_checkpoint()`` from a ``LoopingCall`` every few seconds (at most
 ``checkpoint_interval_s``; it also rotates by age; it raises ``AuditError`` when the log cannot be
 written: log it and keep the loop running); call ``close()`` when the service stops (it writes the
-``close`` checkpoint). AuditLog starts no timers and is called from one thread (the reactor's).
+``close`` checkpoint). AuditLog starts no timers and is called from one thread (the reactor's);
+only its fsync thread (``background_sync``) runs beside it.
 
 Modules: ``auditrecord`` (events, hash forms, encoding, typed errors), ``auditkeys`` (key pair,
 signatures, state file), ``auditresume`` (what a writer finds on open), ``auditverify`` (the
@@ -86,6 +89,7 @@ from gateway.commands.auditrecord import (ALGORITHMS, CHAIN_EVENTS, CHECKPOINT, 
                                           encode_written, json_safe, record_hash)
 from gateway.commands.auditresume import signed_resume, time_of, unsigned_resume
 from gateway.commands.auditshow import describe, read_records, show
+from gateway.commands.auditsync import BackgroundSync
 from gateway.commands.auditverify import VerifyResult, log_files, rotated_path, verify
 
 try:
@@ -135,7 +139,7 @@ class AuditLog:
                  clock: Callable[[], datetime] = _utc_now, *, key: KeySource | None = None,
                  state: str | os.PathLike | None = None, checkpoint_every: int = 1000,
                  checkpoint_interval_s: float = 60.0, max_bytes: int | None = None,
-                 max_age_s: float | None = None) -> None:
+                 max_age_s: float | None = None, background_sync: bool = False) -> None:
         if algorithm not in ALGORITHMS:
             raise AuditError(f"unknown audit hash algorithm {algorithm!r} (use sha256 or sm3)")
         if checkpoint_every < 1 or checkpoint_interval_s <= 0:
@@ -155,6 +159,7 @@ class AuditLog:
         self._oldest_unsealed: datetime | None = None     # when the first of them was written
         self._in_part = 0                                 # records after the current file's genesis
         self._opened_at: datetime | None = None           # time of the current file's first record
+        self._syncer = BackgroundSync(self.path.name) if background_sync else None
         self._file = _open_locked(self.path)
         self._size = os.fstat(self._file.fileno()).st_size
         try:
@@ -270,6 +275,8 @@ class AuditLog:
             if self._signer is not None and self._problem is None:
                 self._seal("close")
         finally:
+            if self._syncer is not None:
+                self._syncer.close()
             self._file.close()
             self._file = None
 
@@ -282,6 +289,9 @@ class AuditLog:
     # -- writing ---------------------------------------------------------------------------------
 
     def _check_writable(self) -> None:
+        if self._problem is None and self._syncer is not None and self._syncer.error is not None:
+            self._problem = AuditError(f"{self.path}: making records durable failed ({self._syncer.error}); "
+                                       f"run `gridgate audit verify {self.path}`, move the file aside, start a new log")
         if self._problem is not None:
             raise self._problem.with_traceback(None)
         if self._file is None:
@@ -305,7 +315,10 @@ class AuditLog:
         try:
             self._file.write(line)
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if self._syncer is None:
+                os.fsync(self._file.fileno())
+            elif record.get("event") not in (OPEN, CHECKPOINT):  # those sync with their state line
+                self._syncer.request(self._file.fileno())
         except OSError as exc:
             self._problem = AuditError(
                 f"{self.path}: writing record seq {record['seq']} failed ({exc}); the last line may be torn: "
@@ -323,7 +336,10 @@ class AuditLog:
         line, record = self._encode(encode_written, body, sign=lambda hash_hex: sign_hash(signer, hash_hex))
         self._write(line, record)
         self._unsealed, self._oldest_unsealed = 0, None
-        if self._state_path is not None:
+        if self._syncer is not None:
+            assert self._file is not None
+            self._syncer.request(self._file.fileno(), None if self._state_path is None else (self._state_path, line))
+        elif self._state_path is not None:
             try:
                 write_state(self._state_path, line)
             except AuditKeyError as exc:
@@ -374,6 +390,8 @@ class AuditLog:
         except AuditError as exc:
             self._problem = exc
             raise
+        if self._syncer is not None:
+            self._syncer.drain()
         self._file.close()
         self._file, self._size = handle, 0
         self._open_part(self._part + 1, "rotate", self._log_id)

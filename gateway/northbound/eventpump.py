@@ -14,7 +14,9 @@ So a master can see an event twice only when it never acknowledged the frame tha
 import asyncio
 import logging
 from collections import deque
-from typing import Sequence
+from typing import Any, Sequence
+
+from twisted.internet.defer import Deferred
 
 from hat.drivers.iec60870.encodings import iec104 as enc
 
@@ -22,7 +24,8 @@ from gateway.config.iec104 import PointMap
 from gateway.northbound.asdus import InfoObject, cause, objects_per_asdu, pack
 from gateway.northbound.masterlink import MasterLink
 from gateway.northbound.station import StationImage
-from gateway.spool import Spool, SpooledSample
+from gateway.spool import SpooledSample
+from gateway.spoolthread import ThreadedSpool
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ MAX_IN_FLIGHT = 48  # ASDUs sent but not yet acknowledged (4 x the standard k)
 class EventPump:
     """Drains one group's event buffer to whichever master is active, paced, acknowledged."""
 
-    def __init__(self, events: Spool, image: StationImage, maps: dict[str, list[PointMap]], per_tick: int) -> None:
+    def __init__(self, events: ThreadedSpool, image: StationImage, maps: dict[str, list[PointMap]], per_tick: int) -> None:
         self._events = events
         self._image = image
         self._maps = maps
@@ -43,6 +46,7 @@ class EventPump:
         self._acked_through = 0  # ids only grow: acknowledged through here, across links
         self._deleted_through = 0
         self._in_flight: deque[tuple[asyncio.Future, int]] = deque()
+        self._busy = False  # a tick's reads or deletions are still on the buffer's thread
         self.counters = {"sent": 0, "acknowledged": 0, "resent_after_break": 0}
 
     def attach(self, link: MasterLink | None) -> None:
@@ -54,21 +58,34 @@ class EventPump:
         self._link, self._sent_through = link, self._acked_through
         self._in_flight.clear()
 
-    def tick(self) -> None:
-        """Release what was acknowledged, then send the next paced slice."""
-        self._release()
-        link = self._link
+    def tick(self) -> "Deferred[None] | None":
+        """Release what was acknowledged, then send the next paced slice. The buffer's reads and
+        deletions run on its thread; a tick that finds the previous one still waiting on the disk
+        does nothing (returns None), so a slow disk delays events without piling up jobs."""
+        if self._busy:
+            return None
+        self._busy = True
+        step = Deferred.fromCoroutine(self._step())
+        return step.addBoth(self._idle)
+
+    def _idle(self, result: Any) -> Any:
+        self._busy = False
+        return result
+
+    async def _step(self) -> None:
+        await self._release()
+        link, after = self._link, self._sent_through
         if link is None or not link.started or len(self._in_flight) >= MAX_IN_FLIGHT:
             return
-        events = self._events.peek_after(self._sent_through, self._per_tick)
-        if not events:
-            return
+        events = await self._events.peek_after(after, self._per_tick)
+        if not events or link is not self._link or after != self._sent_through:
+            return  # nothing new, or attach() changed the link while the buffer was read
         for asdu, through in self._asdus(events):
             self._in_flight.append((link.send(asdu), through))
         self._sent_through = events[-1].id
         self.counters["sent"] += len(events)
 
-    def _release(self) -> None:
+    async def _release(self) -> None:
         """Delete through the last acknowledged event. A deletion that fails (disk full) raises
         ``SpoolError`` and is tried again at the next tick; acknowledged events are never sent again."""
         broken: asyncio.Future | None = None
@@ -80,9 +97,10 @@ class EventPump:
             self._acked_through = max(self._acked_through, through)
         if broken is not None:
             self._broken(broken)
-        if self._acked_through > self._deleted_through:
-            self.counters["acknowledged"] += self._events.delete_through(self._acked_through)
-            self._deleted_through = self._acked_through
+        acked = self._acked_through
+        if acked > self._deleted_through:
+            self.counters["acknowledged"] += await self._events.delete_through(acked)
+            self._deleted_through = max(self._deleted_through, acked)
 
     def _broken(self, future: asyncio.Future) -> None:
         reason = "cancelled" if future.cancelled() else future.exception()

@@ -31,9 +31,10 @@ from typing import Any, Callable, Iterable
 from hat.drivers import net
 from hat.drivers.iec60870 import apci
 from hat.drivers.iec60870.encodings import iec104 as enc
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
-from gateway.aio import as_deferred
+from gateway.aio import as_deferred, await_deferred
 from gateway.commands.audit import FAILSAFE as FAILSAFE_EVENT
 from gateway.commands.audit import AuditLog
 from gateway.commands.gate import CommandGate
@@ -51,9 +52,11 @@ from gateway.northbound.systemcommands import SystemCommands
 from gateway.northbound.tls import REFUSALS, pinned_certificates, server_context
 from gateway.northbound.wiretime import WireClock
 from gateway.points import PointTable
-from gateway.spool import Spool
+from gateway.ratelog import RateLimitedLog
+from gateway.spoolthread import ThreadedSpool
 
 log = logging.getLogger(__name__)
+PEER_LOG = RateLimitedLog(log)  # what a master's traffic makes us log: a line per group, host and kind per minute
 
 TICK_S = 0.05
 HEADER = 6  # octets of ASDU header: type, VSQ, COT (2), common address (2)
@@ -70,7 +73,7 @@ class ListenError(GatewayError):
 class GroupOutstation:
     """The outstation of one master group: listener, image, event buffer, commands."""
 
-    def __init__(self, group: MasterGroup, table: PointTable, events: Spool, reactor: Any,
+    def __init__(self, group: MasterGroup, table: PointTable, events: ThreadedSpool, reactor: Any,
                  clock: Callable[[], float] = time.time, gate: CommandGate | None = None,
                  audit: AuditLog | None = None) -> None:
         self.group = group
@@ -142,7 +145,7 @@ class GroupOutstation:
             await self._server.async_close()
         for link in list(self._links):
             await link.close()
-        self._events.close()
+        await await_deferred(self._events.close())
 
     # -- connections -------------------------------------------------------------------------
 
@@ -151,7 +154,7 @@ class GroupOutstation:
         refusal = self._refusal(link)
         if refusal:
             self.counters["refused_masters"] += 1
-            REFUSALS.report(self.group.name, f"master {link.host}", refusal)
+            REFUSALS.report(self.group.name, f"master {link.peer}", refusal, host=link.host)
             await link.close()
             return
         self._links.append(link)
@@ -163,7 +166,12 @@ class GroupOutstation:
             self._links.remove(link)
             self._commands.forget(link)
             self._choose_active()
-            log.info("104 group %s: master %s disconnected", self.group.name, link.peer)
+            cause = link.close_cause()
+            if cause is None:
+                log.info("104 group %s: master %s disconnected", self.group.name, link.peer)
+            else:  # hat closed it: a master sending garbage reconnects and does it again
+                PEER_LOG.warning((self.group.name, link.host, "closed"), "104 group %s: master %s disconnected: %s",
+                                 self.group.name, link.peer, cause)
 
     def _refusal(self, link: MasterLink) -> str | None:
         if link.host not in self.group.allowed_masters:
@@ -196,10 +204,13 @@ class GroupOutstation:
     # -- incoming ASDUs ----------------------------------------------------------------------
 
     def _on_asdu(self, link: MasterLink, raw: bytes) -> None:
-        if not link.started:  # an I-frame before STARTDT: no answer could go out, so nothing is done
+        if not (link.received_started and link.started):
+            # received before STARTDT (also when STARTDT followed in the same segment: hat has handled it by
+            # now), or read after a STOPDT: no answer could go out, so nothing is done
             self.counters["before_startdt"] += 1
-            log.warning("104 group %s: master %s sent an ASDU before STARTDT, ignored: %s", self.group.name,
-                        link.peer, raw.hex())
+            PEER_LOG.warning((self.group.name, link.host, "not started"),
+                             "104 group %s: master %s sent an ASDU while data transfer was not started, ignored: %s",
+                             self.group.name, link.peer, raw.hex())
             return
         if len(raw) < HEADER and raw:
             self._malformed(link, raw)
@@ -236,7 +247,9 @@ class GroupOutstation:
 
     def _malformed(self, link: MasterLink, raw: bytes) -> None:
         self.counters["malformed"] += 1
-        log.warning("104 group %s: master %s sent a malformed ASDU, ignored: %s", self.group.name, link.peer, raw.hex())
+        PEER_LOG.warning((self.group.name, link.host, "malformed"),
+                         "104 group %s: master %s sent a malformed ASDU, ignored: %s", self.group.name, link.peer,
+                         raw.hex())
 
     # -- PointTable side ---------------------------------------------------------------------
 
@@ -275,17 +288,28 @@ class GroupOutstation:
         self._guarded("event sender", self._pump.tick)
         self._guarded("buffer alarm", self._overflow_alarm)
         self._guarded("fail-safe watchdog", self._watch)
+        PEER_LOG.flush_due()  # a flood that stopped gets its count reported within a tick of its window
 
     def _guarded(self, part: str, step: Callable[[], Any]) -> None:
-        """Run ``step``; log its failure once per episode (and its recovery), count it."""
+        """Run ``step`` (its Deferred, when it returns one, on the buffer's thread); log its failure
+        once per episode (and its recovery), count it."""
         try:
-            step()
+            result = step()
         except Exception as exc:  # noqa: BLE001 - the tick must go on; the cause is logged
-            self.counters["errors"] += 1
-            if part not in self._failing:
-                self._failing.add(part)
-                log.error("104 group %s: %s failed: %s; retried every %.2f s", self.group.name, part, exc, TICK_S)
+            self._part_failed(part, exc)
             return
+        if isinstance(result, Deferred):
+            result.addCallbacks(lambda _: self._part_works(part), lambda failure: self._part_failed(part, failure.value))
+        else:
+            self._part_works(part)
+
+    def _part_failed(self, part: str, exc: BaseException) -> None:
+        self.counters["errors"] += 1
+        if part not in self._failing:
+            self._failing.add(part)
+            log.error("104 group %s: %s failed: %s; retried every %.2f s", self.group.name, part, exc, TICK_S)
+
+    def _part_works(self, part: str) -> None:
         if part in self._failing:
             self._failing.discard(part)
             log.info("104 group %s: %s works again", self.group.name, part)

@@ -24,6 +24,7 @@ from gateway.influx import InfluxWriter, SeriesKey
 from gateway.lineprotocol import series_prefix
 from gateway.model import Quality, Sample, Value
 from gateway.spool import Spool
+from gateway.spoolthread import ThreadedSpool
 from tests import tsdb
 
 pytestmark = pytest.mark.integration
@@ -118,8 +119,8 @@ def assert_all_arrived(rows: dict[Key, dict[str, Any]], samples: list[Sample], s
     assert not missing, f"{len(missing)} of {len(samples)} samples missing, first {missing[:3]}"
 
 
-def open_spool(tmp_path: Path) -> Spool:
-    return Spool(str(tmp_path / "spool.db"), 64 << 20, 86400.0, "drop_oldest")
+def open_spool(tmp_path: Path) -> ThreadedSpool:
+    return ThreadedSpool(Spool(str(tmp_path / "spool.db"), 64 << 20, 86400.0, "drop_oldest"), reactor)
 
 
 def within(d: Deferred, seconds: float) -> Deferred:
@@ -143,7 +144,7 @@ async def test_every_sample_arrives_with_value_tags_and_source_time(target: Targ
     spool = open_spool(tmp_path)
     writer = InfluxWriter(spool, target.spec(batch_size=64), None, site_series(site), reactor)
     spool.append(samples)
-    spool.commit()
+    await spool.commit()
     writer.start()
     await within(writer.drained(), DRAIN_TIMEOUT_S)
     await writer.stop()
@@ -153,7 +154,7 @@ async def test_every_sample_arrives_with_value_tags_and_source_time(target: Targ
     stats = writer.stats()
     assert (stats["sent"], stats["failures"], stats["connected"]) == (len(samples), 0, True)
     assert stats["batches"] == -(-len(samples) // 64)
-    spool.close()
+    await spool.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -168,14 +169,14 @@ async def test_samples_produced_during_an_outage_arrive_after_it(target: Target,
     writer = InfluxWriter(spool, target.spec(batch_size=100), None, site_series(site), reactor)
     produced: list[Sample] = []
 
-    def produce() -> None:
+    def produce() -> Deferred:
         now = time.time()
         batch = [Sample("pcs1.p_kw", round(now % 1000, 3), Quality.GOOD, now - 0.5, now),
                  Sample("bms 1.soc", len(produced), Quality.GOOD, now - 0.5, now),
                  Sample("pv1.state", len(produced) % 2 == 0, Quality.GOOD, now - 0.5, now)]
         spool.append(batch)
-        spool.commit()
         produced.extend(batch)
+        return spool.commit()
 
     producer = LoopingCall(produce)
     producer.clock = reactor
@@ -188,7 +189,7 @@ async def test_samples_produced_during_an_outage_arrive_after_it(target: Target,
     await threads.deferToThread(target.server.start)
     await deferLater(reactor, 1.0, lambda: None)  # keep producing after the restart, too
     producer.stop()
-    spool.commit()
+    await spool.commit()
     await within(writer.drained(), DRAIN_TIMEOUT_S)
     await writer.stop()
 
@@ -202,7 +203,7 @@ async def test_samples_produced_during_an_outage_arrive_after_it(target: Target,
     assert len([m for level, m in messages if level == logging.WARNING]) == 1, messages
     recovered = [m for level, m in messages if level == logging.INFO]
     assert len(recovered) == 1 and "reachable again" in recovered[0], messages
-    spool.close()
+    await spool.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -227,7 +228,7 @@ async def test_refused_lines_are_isolated_and_dropped_without_blocking_the_queue
     spool = open_spool(tmp_path)
     writer = InfluxWriter(spool, target.spec(batch_size=1000), None, series, reactor)
     spool.append(samples)
-    spool.commit()
+    await spool.commit()
     caplog.set_level(logging.ERROR, "gateway.influx")
     writer.start()
     await within(writer.drained(), DRAIN_TIMEOUT_S)
@@ -243,4 +244,4 @@ async def test_refused_lines_are_isolated_and_dropped_without_blocking_the_queue
     stats = writer.stats()
     assert (stats["rejected"], stats["unmapped"], stats["sent"]) == (20, 20, 40)
     assert spool.depth() == 0
-    spool.close()
+    await spool.close()
