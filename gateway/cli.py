@@ -228,6 +228,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     site = load_or_report(args.site)
     if site is None:
         return 1
+    if args.salvage_spool:
+        from gateway.service import spool_files
+        from gateway.spoolsalvage import salvage
+        for path in spool_files(site):
+            salvage(path)
     from gateway.runner import run_gateway
     return _react(lambda reactor: run_gateway(reactor, site, load_plugins(), args.status_interval))
 
@@ -266,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the gateway for a site file")
     run.add_argument("site")
     run.add_argument("--status-interval", type=float, default=60.0, help="seconds between status log lines")
+    run.add_argument("--salvage-spool", action="store_true", help="a spool or event buffer SQLite cannot open is "
+                     "renamed FILE.corrupt-<UTC time> and its readable rows copied into a new one (never done "
+                     "without this flag: the gateway exits naming the file)")
     run.set_defaults(func=cmd_run)
     check = sub.add_parser("check", help="validate a site file and its profiles")
     check.add_argument("site")

@@ -1,6 +1,8 @@
 """`gridgate run` either comes up or exits: a start-up failure prints one line naming its cause, exit 1, in seconds."""
 
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.demo import free_ports
+from tests.ports import next_port
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +19,7 @@ def _site(folder: Path, iec_port: int) -> Path:
     (folder / "one.yaml").write_text(yaml.safe_dump({"model": "ONE", "kind": "other", "protocol": "modbus", "points": [
         {"id": "r0", "address": 0, "type": "uint16"}]}))
     site = {"site": "startup", "spool": {"path": str(folder / "spool.db")},
-            "devices": [{"name": "d0", "profile": "one", "connection": {"host": "127.0.0.1", "port": free_ports(1)[0]}}],
+            "devices": [{"name": "d0", "profile": "one", "connection": {"host": "127.0.0.1", "port": next_port()}}],
             "master_groups": [{"name": "dispatch", "bind": "127.0.0.1", "port": iec_port, "allowed_masters": ["127.0.0.1"],
                                "common_address": 1, "points": [{"point": "d0.r0", "ioa": 1, "type": "M_ME_NC_1"}]}]}
     path = folder / "site.yaml"
@@ -47,7 +49,7 @@ def test_a_taken_104_port_exits_1_naming_group_and_address(tmp_path: Path) -> No
 
 def test_a_corrupt_spool_exits_1_naming_the_file(tmp_path: Path) -> None:
     """A spool file that is not SQLite: exit 1 with one line naming the file, no traceback, nothing overwritten."""
-    site = _site(tmp_path, free_ports(1)[0])
+    site = _site(tmp_path, next_port())
     spool = tmp_path / "spool.db"
     spool.write_bytes(b"this is not a database" * 100)
     result = _run(site)
@@ -55,3 +57,30 @@ def test_a_corrupt_spool_exits_1_naming_the_file(tmp_path: Path) -> None:
     assert "gridgate cannot run:" in result.stderr and str(spool) in result.stderr
     assert "Traceback" not in result.stderr
     assert spool.read_bytes() == b"this is not a database" * 100
+
+
+def test_salvage_spool_moves_a_corrupt_spool_aside_and_runs(tmp_path: Path) -> None:
+    """With --salvage-spool the corrupt file is renamed with a time stamp (bytes kept), the gateway comes
+    up on a new spool and says so in one WARNING; SIGTERM then ends it cleanly."""
+    site = _site(tmp_path, next_port())
+    spool = tmp_path / "spool.db"
+    spool.write_bytes(b"this is not a database" * 100)
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "run", str(site), "--salvage-spool"],
+                               cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if "device(s) started" in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    [moved] = list(tmp_path.glob("spool.db.corrupt-*"))
+    assert moved.read_bytes() == b"this is not a database" * 100
+    salvaged = [line for line in lines if "could not be used" in line]
+    assert len(salvaged) == 1 and str(moved) in salvaged[0] and "0 readable rows salvaged" in salvaged[0], lines
+    assert process.returncode == 0, "".join(lines)[-2000:]
+    assert sqlite3.connect(spool).execute("PRAGMA quick_check").fetchone()[0] == "ok"

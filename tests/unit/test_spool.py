@@ -7,10 +7,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from enum import IntEnum
 from pathlib import Path
 
 import pytest
+import pytest_twisted
+from twisted.internet.defer import gatherResults
+from twisted.internet.threads import deferToThread
 
 from gateway.model import Quality, Sample
 from gateway.spool import Spool, SpoolError
@@ -225,3 +229,99 @@ def test_every_committed_sample_survives_a_sigkill(tmp_path: Path) -> None:
     assert len(rows) >= committed
     assert [r.value for r in rows[:committed]] == [float(i) for i in range(committed)]
     spool.close()
+
+
+class _FailingDb:
+    """A connection whose transactions fail as on a full disk, until ``healthy`` is set."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db, self.healthy = db, False
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "BEGIN IMMEDIATE" and not self.healthy:
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+
+def test_while_commits_fail_memory_holds_the_newest_rows_up_to_the_byte_cap(tmp_path: Path, caplog) -> None:
+    """A failing disk keeps rows in memory, capped in bytes (oldest dropped and counted, logged once);
+    once the disk works the newest rows are committed in order."""
+    spool = Spool(str(tmp_path / "spool.db"), 1 << 30, 86400.0, "drop_oldest", FakeClock(),  # type: ignore[arg-type]
+                  memory_bytes=100 * 176)
+    failing = _FailingDb(spool._db)
+    spool._db = failing  # type: ignore[assignment]
+    caplog.set_level(logging.ERROR, "gateway.spool")
+    for start in (0, 100, 200):
+        spool.append([sample(i) for i in range(start, start + 100)])
+        with pytest.raises(SpoolError, match="disk is full"):
+            spool.commit()
+    stats = spool.stats()
+    assert (stats["buffered"], stats["dropped_unwritable"]) == (100, 200)
+    assert stats["buffered_bytes"] <= spool.memory_bytes
+    assert len([r for r in caplog.records if "dropping the oldest" in r.getMessage()]) == 1
+    failing.healthy = True
+    assert spool.commit() == 100
+    assert [r.value for r in spool.peek(1000)] == [float(i) for i in range(200, 300)]
+    spool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_commits_asked_for_while_one_runs_share_one_follow_up_commit(tmp_path: Path) -> None:
+    """On the spool's thread a stalled commit queues one more job, not one per caller, and every
+    row appended meanwhile is committed by it."""
+    from twisted.internet import reactor
+    from gateway.spoolthread import ThreadedSpool
+
+    spool = open_spool(tmp_path)
+    release, started, runs = threading.Event(), threading.Event(), []
+    real_commit = spool.commit
+
+    def stalled_commit() -> int:
+        runs.append(threading.current_thread().name)
+        started.set()
+        release.wait(10)
+        return real_commit()
+
+    spool.commit = stalled_commit  # type: ignore[method-assign]
+    threaded = ThreadedSpool(spool, reactor)
+    threaded.append([sample(0)])
+    first = threaded.commit()
+    await deferToThread(started.wait, 10)
+    threaded.append([sample(1), sample(2)])
+    waiting = [threaded.commit() for _ in range(5)]
+    release.set()
+    results = await gatherResults([first, *waiting])
+    # the first commit took the buffer after its stall (all 3 rows); the five callers shared one more job
+    assert len(runs) == 2 and "spool:" in runs[0] and results == [3, 0, 0, 0, 0, 0]
+    assert [r.value for r in await threaded.peek(10)] == [0.0, 1.0, 2.0]
+    await threaded.close()
+
+
+def test_salvage_keeps_the_rows_on_intact_pages_in_order_and_moves_the_file_aside(tmp_path: Path, caplog) -> None:
+    """A spool with damaged pages in the middle: moved aside with a time stamp, a new spool holds the rows
+    SQLite could still read, oldest first, with their values and times; a healthy spool is left alone."""
+    from gateway.spoolsalvage import salvage
+
+    path = tmp_path / "spool.db"
+    spool = open_spool(tmp_path)
+    spool.append([sample(i, point=f"pcs{i % 7}.p_kw_with_a_long_name") for i in range(20_000)])
+    spool.commit()
+    spool.close()
+    assert salvage(str(path)) is None
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2 // 4096 * 4096
+    data[middle:middle + 3 * 4096] = b"\xa5" * (3 * 4096)
+    path.write_bytes(bytes(data))
+    caplog.set_level(logging.WARNING, "gateway.spoolsalvage")
+    result = salvage(str(path), clock=lambda: T0)
+    assert result is not None and result.moved_to == f"{path}.corrupt-20261124T060000Z"
+    assert Path(result.moved_to).read_bytes() == bytes(data)
+    assert 10_000 < result.rows < 20_000
+    rows = Spool(str(path), 1 << 30, 86400.0, "drop_oldest").peek(10**6)
+    values = [r.value for r in rows]
+    assert len(rows) == result.rows and values == sorted(values) and rows[0].value == 0.0
+    assert all(r.source_time == T0 + r.value for r in rows)
+    assert len([r for r in caplog.records if "readable rows salvaged" in r.getMessage()]) == 1
