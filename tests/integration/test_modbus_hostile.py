@@ -121,7 +121,7 @@ def hostile_rtu(tmp_path: Path, loop_errors: list) -> Iterator[tuple[HostileRtuD
     cable = socat_cable(tmp_path)
     device_end, gateway_end = next(cable)
     device = HostileRtuDevice(1, _image(), device_end)
-    device.start()
+    pytest_twisted.blockon(deferLater(reactor, 0, device.start))  # its reader needs the running loop
     sink = RecordingSink()
     driver = _start_driver(sink, serial=gateway_end, unit=1)
     yield device, driver, sink
@@ -278,6 +278,20 @@ def test_a_device_back_after_40_s_down_is_good_within_the_probe_period(hostile_t
     yield sink.wait_for(lambda: sink.get("hostile.voltage_l1").quality & Quality.IV, reactor)
     yield deferLater(reactor, 40, lambda: None)
     yield as_deferred(device.start(port))
+    back = time.monotonic()
+    yield sink.wait_for(lambda: _all_good(sink), reactor, timeout_s=30)
+    assert time.monotonic() - back <= 11.0, f"good again after {time.monotonic() - back:.1f} s"
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_rtu_device_back_after_40_s_of_silence_is_good_within_the_probe_period(hostile_rtu: tuple) -> Iterator:
+    """The RTU slave answers nothing for 40 s, then answers again: good again within 10 s (probe period) + polls."""
+    device, driver, sink = hostile_rtu
+    yield sink.wait_for(lambda: _all_good(sink), reactor)
+    device.misbehave("silence")
+    yield sink.wait_for(lambda: sink.get("hostile.voltage_l1").quality & Quality.IV, reactor)
+    yield deferLater(reactor, 40, lambda: None)
+    device.misbehave("good")
     back = time.monotonic()
     yield sink.wait_for(lambda: _all_good(sink), reactor, timeout_s=30)
     assert time.monotonic() - back <= 11.0, f"good again after {time.monotonic() - back:.1f} s"
