@@ -272,12 +272,7 @@ async def test_command_before_startdt_act_in_the_same_segment_is_not_executed(ru
     """A direct setpoint and then STARTDT act in one TCP write: the command arrived before STARTDT, so it is
     neither executed nor answered (hat handles STARTDT before the outstation reads the I-frame); the link
     starts and a setpoint sent after STARTDT con is executed."""
-    before = _setpoint(run)
-    await master.send_raw(_setpoint_frame(master, 40.0) + w.u_frame("STARTDT_ACT"))
-    await master.wait_for(lambda a: a.u == "STARTDT_CON", 5)
-    await _settle()
-    assert _setpoint(run) == before
-    assert not [a for a in master.received if a.asdu is not None and a.asdu.type_id == C_SE_NC]
+    await _setpoint_then_u_frame_does_nothing(run, master, "STARTDT")
     assert not (folder / "audit.jsonl").exists() or not _audit(folder, "received")
     assert run.gateway.outstations[0].stats()["before_startdt"] == 1
     reply = await _command(master, SETPOINT, 30.0)
@@ -291,9 +286,14 @@ async def test_command_before_stopdt_act_in_the_same_segment_is_not_executed(run
                                                                              folder: Path) -> None:
     """A direct setpoint and then STOPDT act in one TCP write: by the time the command is read data transfer is
     stopped, so no ACT_CON could go out; it is not executed (never a command without its confirmation)."""
+    await _setpoint_then_u_frame_does_nothing(run, master, "STOPDT")
+
+
+async def _setpoint_then_u_frame_does_nothing(run: Any, master: w.RawMaster, u: str) -> None:
+    """A direct setpoint followed by ``u`` act in one TCP write: confirmed U-frame, no write, no answer."""
     before = _setpoint(run)
-    await master.send_raw(_setpoint_frame(master, 40.0) + w.u_frame("STOPDT_ACT"))
-    await master.wait_for(lambda a: a.u == "STOPDT_CON", 5)
+    await master.send_raw(_setpoint_frame(master, 40.0) + w.u_frame(f"{u}_ACT"))
+    await master.wait_for(lambda a: a.u == f"{u}_CON", 5)
     await _settle()
     assert _setpoint(run) == before
     assert not [a for a in master.received if a.asdu is not None and a.asdu.type_id == C_SE_NC]
