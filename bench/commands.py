@@ -28,9 +28,10 @@ import c104
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import percentile, stop, wait_port  # noqa: E402
-from gateway.demo import free_ports  # noqa: E402
-from gateway.northbound.recordingmaster import RecordingMaster  # noqa: E402
+from bench.common import stop, wait_port  # noqa: E402
+from gateway.metrics import percentile  # noqa: E402
+from gateway.commissioning.demo import free_ports  # noqa: E402
+from gateway.commissioning.recordingmaster import RecordingMaster  # noqa: E402
 
 CA, SETPOINT = 1, 24833
 

@@ -17,12 +17,6 @@ def wait_port(port: int, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """The value below which ``fraction`` of ``values`` lie (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
-
-
 def stop(processes: list[subprocess.Popen]) -> None:
     """SIGTERM every process and wait for it: a benchmark leaves nothing running."""
     for process in processes:

@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import wait_port  # noqa: E402
-from gateway.demo import free_ports  # noqa: E402
+from gateway.commissioning.demo import free_ports  # noqa: E402
 
 CA = 1
 GROUP = "fuzz"
@@ -77,7 +77,7 @@ def serve(site_path: str, stats_path: str, status_every_s: float) -> int:
     from twisted.internet.task import LoopingCall
 
     from gateway.cli import _react, _setup_logging, load_or_report
-    from gateway.interfaces import load_plugins
+    from gateway.registry import load_plugins
     from gateway.runner import start_gateway, status_line
 
     _setup_logging("INFO")
@@ -239,8 +239,8 @@ def iec104_site(folder: Path) -> tuple[Path, int, Any]:
     """A simulated PCS and BMS, every point mapped (automap), the commands above; (site, 104 port, Target)."""
     from gateway.commands.auditkeys import init_key
     from gateway.config.loader import load_site
-    from gateway.interfaces import load_plugins
-    from gateway.northbound.automap import auto_points
+    from gateway.registry import load_plugins
+    from gateway.northbound.iec104.automap import auto_points
     from tests.fuzz104 import TYPE_IDS, Target
 
     pcs, bms, port = free_ports(3)

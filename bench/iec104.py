@@ -69,11 +69,12 @@ from typing import Protocol
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import percentile, stop, wait_port  # noqa: E402
-from gateway.demo import free_ports  # noqa: E402
-from gateway.northbound.dispatchtest import SimulatorControl  # noqa: E402
-from gateway.northbound.recordingmaster import RecordingMaster  # noqa: E402
-from gateway.northbound.wiretime import WireClock  # noqa: E402
+from bench.common import stop, wait_port  # noqa: E402
+from gateway.metrics import percentile  # noqa: E402
+from gateway.commissioning.demo import free_ports  # noqa: E402
+from gateway.simulation.simclient import SimulatorControl  # noqa: E402
+from gateway.commissioning.recordingmaster import RecordingMaster  # noqa: E402
+from gateway.iec104.wiretime import WireClock  # noqa: E402
 
 CA = 1
 GROUP = "bench"
@@ -126,10 +127,10 @@ def serve_simulator(site_path: str, control_port: int, period_s: float) -> None:
     asyncioreactor.install()
     from twisted.internet import reactor
 
-    from drivers.modbus.simulator import ModbusSimulator
+    from drivers.modbus.sim.server import ModbusSimulator
     from gateway.config.loader import load_site
-    from gateway.interfaces import load_plugins
-    from gateway.simcontrol import start_control
+    from gateway.registry import load_plugins
+    from gateway.simulation.simcontrol import start_control
 
     site = load_site(Path(site_path), load_plugins())
     simulator = ModbusSimulator(site.devices, reactor, period_s=period_s)

@@ -36,8 +36,8 @@ from twisted.internet.task import deferLater  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import stop, wait_port  # noqa: E402
 from gateway.config.loader import load_site  # noqa: E402
-from gateway.demo import free_ports  # noqa: E402
-from gateway.interfaces import load_plugins  # noqa: E402
+from gateway.commissioning.demo import free_ports  # noqa: E402
+from gateway.registry import load_plugins  # noqa: E402
 from gateway.service import Gateway  # noqa: E402
 from tests.tsdb import victoria_metrics  # noqa: E402
 

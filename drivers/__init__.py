@@ -1,1 +1,2 @@
-"""Protocol drivers; each package publishes a DriverPlugin under the gridgate.drivers entry point."""
+"""Protocol drivers, one package each; each publishes an ``IDriverPlugin`` under the
+``gridgate.drivers`` entry point and imports only the gateway core (never another driver)."""

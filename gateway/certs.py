@@ -304,7 +304,7 @@ def main(args: argparse.Namespace) -> int:
 
 def add_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
     """``gridgate certs init|issue|show``."""
-    certs = sub.add_parser("certs", help="make a CA, issue and show certificates for 104 over TLS")
+    certs = sub.add_parser("certs", help="make a CA; issue and show TLS certificates")
     verbs = certs.add_subparsers(dest="certs_command", required=True)
     init = verbs.add_parser("init", help="make a CA (ca.crt, ca.key) in DIR")
     init.add_argument("dir")

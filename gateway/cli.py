@@ -1,7 +1,11 @@
-"""The ``gridgate`` subcommands: run, check, simulate, demo, schema.
+"""gridgate: IoT gateway and protocol adapter hub for storage, PV and EV-charging sites.
 
-Each command validates its input fully before starting anything: a site with any problem is
-reported (every problem, ``file:line: path: message``) and not started.
+Its commands, one line each in ``gridgate --help`` (``gridgate COMMAND --help`` for the options):
+run, check, simulate, demo, schema, points (export/import), audit (init/show/verify),
+certs (init/issue/show), dispatch-test. Each command validates its input fully before starting
+anything: a site with any problem is reported (every problem, ``file:line: path: message``) and
+not started. Commissioning commands (points, dispatch-test, demo) are imported only when run:
+the gateway process never loads them.
 """
 
 import argparse
@@ -17,7 +21,8 @@ from twisted.logger import STDLibLogObserver, globalLogBeginner
 from gateway.config.loader import Site, load_site
 from gateway.config.source import ConfigErrors
 from gateway.errors import GatewayError
-from gateway.interfaces import load_plugins, group_by_protocol
+from gateway.model import group_by_protocol
+from gateway.registry import PluginError, load_plugins
 
 log = logging.getLogger("gridgate")
 
@@ -49,18 +54,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{site.file}: OK")
     print(f"  site {site.spec.site}: {len(site.devices)} device(s), {points} point(s), {writable} writable")
     for protocol, devices in group_by_protocol(site.devices).items():
-        rate = sum(plugins[protocol].requests_per_second(d) for d in devices)
-        print(f"  {protocol}: {len(devices)} device(s), {rate:.1f} requests/s")
+        print(f"  {protocol}: {len(devices)} device(s), {plugins.drivers[protocol].load_summary(devices)}")
     for device in site.devices:
         print(f"    {device.name}: {device.profile.model} ({device.profile_file.name}), "
-              f"{len(device.profile.points)} points every {device.poll_s:g} s")
-    for group in site.spec.master_groups:
-        print(f"  IEC 104 group {group.name}: {group.bind}:{group.port}, common address {group.common_address}, "
-              f"{len(group.points)} points, {len(group.comm_status)} comm-status points, {len(group.commands)} commands, "
-              f"wire time {group.wire_time_zone}" + (f", fail-safe after {group.failsafe.after_s:g} s" if group.failsafe else ""))
-        if group.tls is not None:
-            from gateway.northbound.tls import summary as tls_summary
-            print(f"    {tls_summary(group.tls)}")
+              f"{len(device.profile.points)} points {plugins.drivers[device.profile.protocol].device_summary(device)}")
+    for plugin in plugins.northbound.values():
+        for line in plugin.summary(getattr(site.spec, plugin.section)):
+            print(f"  {line}")
     target = site.spec.influx
     print(f"  influx: {(target.url + (' v1 db ' + target.v1_db if target.v1_db else ' bucket ' + target.bucket)) if target else 'none (spool only)'}")
     return 0
@@ -76,7 +76,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_points_export(args: argparse.Namespace) -> int:
     """Write a master group's point table (点表) as CSV, for the dispatch centre to check against."""
-    from gateway.northbound.pointcsv import UnknownGroup, export_rows, write_csv
+    from gateway.commissioning.groups import UnknownGroup
+    from gateway.commissioning.pointcsv import export_rows, write_csv
     site = load_or_report(args.site)
     if site is None:
         return 1
@@ -98,7 +99,8 @@ def cmd_points_export(args: argparse.Namespace) -> int:
 
 def cmd_points_import(args: argparse.Namespace) -> int:
     """Replace a group's points and commands in the site file with an edited table; every problem, or nothing, changes."""
-    from gateway.northbound.pointcsv import UnknownGroup, import_csv
+    from gateway.commissioning.groups import UnknownGroup
+    from gateway.commissioning.pointcsv import import_csv
     site = args.site or args.site_option
     if not site or (args.site and args.site_option and args.site != args.site_option):
         print("gridgate points import: give the site file once (SITE.yaml or --site SITE.yaml)", file=sys.stderr)
@@ -120,7 +122,7 @@ def cmd_points_import(args: argparse.Namespace) -> int:
 
 def _add_points_parser(sub: Any) -> None:
     """``gridgate points export|import``: the point table of one master group as CSV."""
-    points = sub.add_parser("points", help="export or import a master group's point table (点表) as CSV")
+    points = sub.add_parser("points", help="export or import a 104 group's point table (CSV)")
     verbs = points.add_subparsers(dest="points_command", required=True)
     export = verbs.add_parser("export", help="write the group's point table as CSV (UTF-8 with BOM): every IOA "
                               "it serves, with the types sent in GI, counter interrogation and spontaneously, "
@@ -174,7 +176,7 @@ def _count(text: str) -> int:
 
 def _add_audit_parser(sub: Any) -> None:
     """``gridgate audit init|show|verify``: the signing key; read and check the command audit log."""
-    audit = sub.add_parser("audit", help="make the signing key, show or verify the command audit log")
+    audit = sub.add_parser("audit", help="make the signing key; show or verify the audit log")
     verbs = audit.add_subparsers(dest="audit_command", required=True)
     show = verbs.add_parser("show", help="print the records, one line each")
     show.add_argument("file")
@@ -228,13 +230,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     site = load_or_report(args.site)
     if site is None:
         return 1
+    plugins = load_plugins()
     if args.salvage_spool:
         from gateway.service import spool_files
         from gateway.spoolsalvage import salvage
-        for path in spool_files(site):
+        for path in spool_files(site, plugins):
             salvage(path)
     from gateway.runner import run_gateway
-    return _react(lambda reactor: run_gateway(reactor, site, load_plugins(), args.status_interval))
+    return _react(lambda reactor: run_gateway(reactor, site, plugins, args.status_interval))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -242,15 +245,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     site = load_or_report(args.site)
     if site is None:
         return 1
-    from gateway.runner import run_simulators
-    from gateway.simcontrol import parse_hostport
+    from gateway.simulation.runner import run_simulators
+    from gateway.simulation.simcontrol import parse_hostport
     control = parse_hostport(args.control) if args.control else None
     return _react(lambda reactor: run_simulators(reactor, site, load_plugins(), control))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """A simulated storage site, the gateway polling it, and a live table of its points."""
-    from gateway.demo import run_demo
+    from gateway.commissioning.demo import run_demo
     return _react(lambda reactor: run_demo(reactor, args))
 
 
@@ -259,7 +262,7 @@ def cmd_dispatch_test(args: argparse.Namespace) -> int:
     site = load_or_report(args.site)
     if site is None:
         return 1
-    from gateway.northbound.dispatchtest import main as dispatch_test
+    from gateway.commissioning.dispatchtest import main as dispatch_test
     return dispatch_test(site, args)
 
 
@@ -267,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="gridgate", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
     run = sub.add_parser("run", help="run the gateway for a site file")
     run.add_argument("site")
     run.add_argument("--status-interval", type=float, default=60.0, help="seconds between status log lines")
@@ -294,15 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--iec104-port", type=int, default=2404, help="port of the demo's 104 outstation")
     demo.add_argument("--control-port", type=int, default=0, help="simulator control API port (0: any)")
     demo.set_defaults(func=cmd_demo)
-    schema = sub.add_parser("schema", help="write the JSON Schemas of profiles and site files")
+    schema = sub.add_parser("schema", help="write JSON Schemas of profiles and site files")
     schema.add_argument("--out", default=".", help="directory to write into")
     schema.set_defaults(func=cmd_schema)
     _add_points_parser(sub)
     _add_audit_parser(sub)
     from gateway.certs import add_parser as add_certs_parser
     add_certs_parser(sub)
-    from gateway.northbound.dispatchtest import add_arguments as dispatch_test_arguments
-    dispatch = sub.add_parser("dispatch-test", help="check a group's 104 outstation as its dispatch master would")
+    from gateway.commissioning.dispatchargs import add_arguments as dispatch_test_arguments
+    dispatch = sub.add_parser("dispatch-test", help="test a 104 group as its dispatch master would")
     dispatch_test_arguments(dispatch)
     dispatch.set_defaults(func=cmd_dispatch_test)
     return parser
@@ -312,4 +315,8 @@ def main(argv: list[str]) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the exit code."""
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except PluginError as exc:
+        print(f"gridgate: {exc}", file=sys.stderr)
+        return 2

@@ -16,7 +16,6 @@ The spool keeps the exact Python type; only what InfluxDB sees is normalised.
 import asyncio
 import json
 import logging
-import random
 import urllib.parse
 from collections import Counter
 from io import BytesIO
@@ -39,6 +38,7 @@ from gateway.aio import as_deferred
 from gateway.config.site import InfluxSpec
 from gateway.errors import GatewayError
 from gateway.lineprotocol import to_line
+from gateway.retry import Backoff
 from gateway.spool import SpooledSample
 from gateway.spoolthread import ThreadedSpool
 
@@ -205,8 +205,7 @@ class InfluxWriter:
         self._stopping = False
         self._connected: bool | None = None  # None: nothing tried yet
         self._down_since = 0.0
-        self._streak = 0  # consecutive failures
-        self._backoff_s = 0.0
+        self._backoff = Backoff(reactor, BACKOFF_FIRST_S, BACKOFF_MAX_S)  # 1 s doubling to 30 s, jittered down
         self._drain_waiters: list[Deferred[None]] = []
         self._counts = {"sent": 0, "batches": 0, "failures": 0, "rejected": 0, "unmapped": 0}
         self._last_error: str | None = None
@@ -243,7 +242,7 @@ class InfluxWriter:
 
     def stats(self) -> dict[str, Any]:
         """Counters for status pages; ``connected`` is True once the last write succeeded."""
-        return {**self._counts, "last_error": self._last_error, "backoff_s": self._backoff_s,
+        return {**self._counts, "last_error": self._last_error, "backoff_s": self._backoff.current_s,
                 "connected": self._connected is True}
 
     async def _run(self) -> None:
@@ -252,7 +251,7 @@ class InfluxWriter:
                 try:
                     delay = await self._cycle()
                 except Exception:  # a bug or a broken spool must not end forwarding for good
-                    delay = self._next_backoff()
+                    delay = self._backoff.failed()
                     log.exception("InfluxDB writer for %s failed; next attempt in %.1f s", self.url, delay)
                 if delay > 0 and not self._stopping:
                     await self._pause(delay)
@@ -344,7 +343,7 @@ class InfluxWriter:
         """Count, log once per outage, and return the backoff delay."""
         self._counts["failures"] += 1
         self._last_error = str(error)
-        delay = self._next_backoff()
+        delay = self._backoff.failed()
         if self._connected is not False:
             self._down_since = self._reactor.seconds()
             log.warning("InfluxDB %s unreachable: %s; %d samples waiting in the spool, retrying "
@@ -354,20 +353,12 @@ class InfluxWriter:
         self._connected = False
         return delay
 
-    def _next_backoff(self) -> float:
-        """1 s doubling to 30 s, each drawn from the upper 80-100 % so retries of many gateways spread."""
-        self._streak += 1
-        base = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self._streak - 1))
-        self._backoff_s = base * random.uniform(0.8, 1.0)
-        return self._backoff_s
-
     def _succeeded(self, confirmed: int, waiting: int) -> None:
         if self._connected is False:
             log.info("InfluxDB %s reachable again after %.0f s; %d samples were waiting",
                      self.url, self._reactor.seconds() - self._down_since, waiting)
         self._connected = True
-        self._streak = 0
-        self._backoff_s = 0.0
+        self._backoff.succeeded()
         self._counts["sent"] += confirmed
         self._counts["batches"] += 1
 

@@ -12,28 +12,21 @@ reports its own health through quality flags: a device that goes silent keeps it
 with NT, then IV once declared offline. Nothing a device does may block the reactor or slow
 another device.
 
-Every driver also publishes the pseudo-point ``<device>._online`` (``ONLINE_POINT``): True at
-the first good exchange and after recovery, False once the device is declared offline. It is
-the device's communication status (104 comm-status points, dashboards).
+Every driver also publishes the pseudo-point ``<device>._online`` (``model.ONLINE_POINT``);
+``health.DeviceHealth`` holds these rules once for every driver.
 
-A protocol is a ``DriverPlugin`` published under the ``gridgate.drivers`` entry point group; the
-core never imports a concrete driver.
+A protocol is an ``IDriverPlugin`` published under the ``gridgate.drivers`` entry point group, a
+northbound side an ``INorthboundPlugin`` under ``gridgate.northbound``; ``registry`` loads and
+verifies them, and the core never imports a concrete one. This module holds zope interfaces
+only: value types live in ``model``.
 """
 
-from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Sequence
 
-from pydantic import BaseModel
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-from gateway.config.profile import ProfileSpec
 from gateway.model import Command, Sample
-
-ENTRY_POINT_GROUP = "gridgate.drivers"
-ONLINE_POINT = "_online"
 
 
 class ISampleSink(Interface):
@@ -43,7 +36,14 @@ class ISampleSink(Interface):
         """Take one batch (one poll of one device, one notification, one frame); never blocks."""
 
 
-class IDriver(Interface):
+class IStatsSource(Interface):
+    """A part with counters worth showing in detail (a driver, the writer, an outstation)."""
+
+    def stats() -> dict[str, Any]:
+        """Counters for status displays and benchmarks, as plain data."""
+
+
+class IDriver(IStatsSource):
     """A running connection to one device or one shared bus of devices."""
 
     devices = Attribute("names of the devices this driver serves")
@@ -59,9 +59,6 @@ class IDriver(Interface):
 
         Only the CommandGate calls this. Commands jump ahead of queued polls.
         """
-
-    def stats() -> dict[str, Any]:
-        """Counters for status displays and benchmarks (polls, skipped polls, failures...)."""
 
 
 class ISimulator(Interface):
@@ -80,60 +77,73 @@ class ISimulator(Interface):
         """Serve ``value`` now (tests and the control API provoke changes); moving behaviours continue from it."""
 
 
-@dataclass(frozen=True)
-class Device:
-    """One device instance of a site, with its validated profile and connection."""
+class IDriverPlugin(Interface):
+    """What a protocol package publishes under the ``gridgate.drivers`` entry point group.
 
-    name: str
-    profile: ProfileSpec
-    profile_file: Path
-    connection: BaseModel
-    poll_s: float
-    timeout_s: float
-    retries: int
-    offline_after: int
-    tags: dict[str, str] = field(default_factory=dict)
+    The core validates profiles with ``profile_model`` and each device's ``connection:`` with
+    ``connection_model``; everything timing-shaped (a poll period, retries) belongs to the
+    connection model of a driver that polls, so a push driver has none.
+    """
 
+    name = Attribute("protocol name, the ``protocol:`` of its profiles; unique among installed plugins")
+    profile_model = Attribute("pydantic model (a ProfileSpec) its profiles validate against")
+    connection_model = Attribute("pydantic model a device's ``connection:`` validates against")
 
-Problem = tuple[tuple[Any, ...], str]
-
-
-@runtime_checkable
-class DriverPlugin(Protocol):
-    """What a protocol package publishes under the ``gridgate.drivers`` entry point."""
-
-    name: str
-    profile_model: type[ProfileSpec]
-    connection_model: type[BaseModel]
-
-    def profile_problems(self, profile: ProfileSpec) -> list[Problem]:
+    def profile_problems(profile: Any) -> list:
         """Checks that span several points (overlaps, ...), as (location in the profile, message)."""
 
-    def site_problems(self, devices: Sequence[Device]) -> list[tuple[str, str]]:
+    def site_problems(devices: Sequence[Any]) -> list:
         """Checks that span devices (two devices on one address...), as (device name, message)."""
 
-    def requests_per_second(self, device: Device) -> float:
-        """Protocol requests the device costs per second at its poll period."""
+    def load_summary(devices: Sequence[Any]) -> str:
+        """What these devices cost, for ``gridgate check`` (e.g. ``12.0 requests/s``)."""
 
-    def build(self, devices: Sequence[Device], sink: ISampleSink, reactor: Any) -> list[IDriver]:
-        """Drivers for every device of this protocol (grouped by bus as the protocol needs)."""
+    def device_summary(device: Any) -> str:
+        """How one device is read, for ``gridgate check`` (e.g. ``every 1 s``)."""
 
-    def simulator(self, devices: Sequence[Device], reactor: Any) -> ISimulator:
+    def build(devices: Sequence[Any], sink: ISampleSink, reactor: Any, metrics: Any) -> list:
+        """IDriver providers for every device of this protocol (grouped by bus as the protocol needs),
+        registering their counters in ``metrics`` (a ``metrics.Metrics``; per-device health is
+        registered by ``health.DeviceHealth``)."""
+
+
+class ISimulatorPlugin(Interface):
+    """A driver plugin that can also simulate its devices (optional: a push driver may have none)."""
+
+    def simulator(devices: Sequence[Any], reactor: Any) -> ISimulator:
         """A simulator serving every device on the address its connection names."""
 
 
-def load_plugins() -> dict[str, DriverPlugin]:
-    """Every installed driver plugin, by protocol name."""
-    plugins: dict[str, DriverPlugin] = {}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        plugin = entry.load()
-        plugins[plugin.name] = plugin
-    return plugins
+class INorthboundPlugin(Interface):
+    """What a northbound side (the IEC 104 outstation, ...) publishes under ``gridgate.northbound``.
 
+    It owns one top-level section of the site file: its model, its cross-checks against the
+    devices, and the services it runs.
+    """
 
-def group_by_protocol(devices: Iterable[Device]) -> dict[str, list[Device]]:
-    """Devices of a site grouped by their profile's protocol, in site order."""
-    groups: dict[str, list[Device]] = {}
-    for device in devices:
-        groups.setdefault(device.profile.protocol, []).append(device)
-    return groups
+    name = Attribute("plugin name; unique among installed northbound plugins")
+    section = Attribute("the site-file key it owns, e.g. ``master_groups``")
+    section_model = Attribute("type the section validates against (a pydantic model or list of them)")
+    section_default = Attribute("value of the section when the site file leaves it out")
+
+    def prepare(section: Any, folder: Any) -> Any:
+        """The validated section with file names resolved against the site file's folder."""
+
+    def problems(section: Any, site: Any) -> list:
+        """Cross-checks against the site (``config.loader.SiteView``: spec, resolved devices, and the
+        names of devices that failed to resolve, whose references are not reported again), as
+        (location in the site file, message)."""
+
+    def summary(section: Any) -> list:
+        """Lines for ``gridgate check``'s summary."""
+
+    def spool_files(section: Any, spool_path: str) -> list:
+        """Every spool-like file the section's services open (``--salvage-spool`` checks them)."""
+
+    def commands(section: Any) -> bool:
+        """True when the section can command devices (the gateway then opens the audit log and the gate)."""
+
+    def build(section: Any, context: Any) -> list:
+        """twisted Services to run, given the ``service.NorthboundContext`` (table, gate, audit,
+        spool path, reactor). A service with a ``ready`` Deferred delays the gateway's readiness
+        until it fires, and fails the start-up when it fails."""

@@ -7,9 +7,17 @@ meanings so the northbound side can pass them on without translation.
 
 from dataclasses import dataclass, field
 from enum import IntFlag
-from typing import Union
+from pathlib import Path
+from typing import Iterable, Union
+
+from pydantic import BaseModel
+
+from gateway.config.profile import ProfileSpec
 
 Value = Union[float, int, bool, str, None]
+ONLINE_POINT = "_online"
+"""Every driver publishes ``<device>._online``: True at the first good exchange and after
+recovery, False once the device is declared offline (104 comm-status points, dashboards)."""
 
 
 class Quality(IntFlag):
@@ -63,3 +71,23 @@ class CommandResult:
     readback: Value
     completed_at: float
     extra: dict[str, Value] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device instance of a site, with its validated profile and connection (the driver's
+    model: where the device is, and for a polling driver how often it is polled)."""
+
+    name: str
+    profile: ProfileSpec
+    profile_file: Path
+    connection: BaseModel
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def group_by_protocol(devices: Iterable[Device]) -> dict[str, list[Device]]:
+    """Devices of a site grouped by their profile's protocol, in site order."""
+    groups: dict[str, list[Device]] = {}
+    for device in devices:
+        groups.setdefault(device.profile.protocol, []).append(device)
+    return groups

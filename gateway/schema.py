@@ -2,17 +2,16 @@
 
 import json
 from pathlib import Path
-from typing import Mapping
 
-from gateway.config.site import SiteSpec
-from gateway.interfaces import DriverPlugin
+from gateway.config.site import site_model
+from gateway.registry import Plugins
 
 
-def write_schemas(out: Path, plugins: Mapping[str, DriverPlugin]) -> list[Path]:
+def write_schemas(out: Path, plugins: Plugins) -> list[Path]:
     """Write ``site.schema.json`` and ``profile-<protocol>.schema.json`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    models = {"site.schema.json": SiteSpec}
-    models.update({f"profile-{name}.schema.json": plugin.profile_model for name, plugin in sorted(plugins.items())})
+    models = {"site.schema.json": site_model(plugins.northbound.values())}
+    models.update({f"profile-{name}.schema.json": plugin.profile_model for name, plugin in sorted(plugins.drivers.items())})
     written = []
     for filename, model in models.items():
         schema = model.model_json_schema()

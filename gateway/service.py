@@ -1,28 +1,31 @@
 """The gateway's service tree: what starts in which order, and stops in reverse.
 
-Start: spool (so nothing published is lost), the InfluxDB writer, then the drivers.
-Stop: drivers first (no new samples), then the final group commit, the writer, the spool.
+Start: spool (so nothing published is lost), the InfluxDB writer, the audit log, the northbound
+sides (plugins: the 104 outstation...), then the drivers. Stop: drivers first (no new samples),
+then the northbound sides, the final group commit, the writer, the spool.
 """
 
 import logging
+import math
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Generator
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, gatherResults, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, inlineCallbacks, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from gateway.config.loader import Site
-from gateway.influx import InfluxWriter, SeriesKey
-from gateway.lineprotocol import series_prefix
 from gateway.commands.audit import AuditError, AuditLog
 from gateway.commands.gate import CommandGate
-from gateway.config.iec104 import MasterGroup
-from gateway.interfaces import ONLINE_POINT, DriverPlugin, IDriver, group_by_protocol
-from gateway.northbound.outstation import GroupOutstation
-from gateway.model import point_id
+from gateway.config.loader import Site
+from gateway.influx import InfluxWriter, SeriesKey
+from gateway.interfaces import IDriver, IStatsSource
+from gateway.lineprotocol import series_prefix
+from gateway.metrics import Metrics
+from gateway.model import ONLINE_POINT, group_by_protocol, point_id
 from gateway.points import PointTable
+from gateway.registry import Plugins
 from gateway.spool import Spool
 from gateway.spoolthread import ThreadedSpool
 
@@ -30,7 +33,6 @@ log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 0.2
 EXPIRE_INTERVAL_S = 60.0
-EVENT_MEMORY_BYTES = 16 << 20  # per master group, while its event buffer cannot be written
 
 
 def series_of(site: Site, measurement: str) -> SeriesKey:
@@ -110,22 +112,15 @@ class WriterService(Service):
         return committed.addCallback(lambda _: self.writer.stop(self.exit_flush_s))
 
 
-class OutstationService(Service):
-    """Runs the 104 outstation of every master group."""
+@dataclass(frozen=True)
+class NorthboundContext:
+    """What a northbound plugin's services are built from."""
 
-    def __init__(self, outstations: list[GroupOutstation]) -> None:
-        self.outstations = outstations
-        self.ready: Deferred = succeed(None)
-
-    def startService(self) -> Deferred:
-        super().startService()
-        self.ready = gatherResults([o.start() for o in self.outstations], consumeErrors=True)
-        self.ready.addErrback(lambda failure: failure.value.subFailure.raiseException())
-        return self.ready
-
-    def stopService(self) -> Deferred:
-        super().stopService()
-        return DeferredList([o.stop() for o in self.outstations], consumeErrors=True)
+    table: PointTable
+    gate: CommandGate | None
+    audit: AuditLog | None
+    spool_path: str
+    reactor: Any
 
 
 class DriverService(Service):
@@ -147,12 +142,13 @@ class DriverService(Service):
 class Gateway(MultiService):
     """Everything ``gridgate run`` runs for one site."""
 
-    def __init__(self, site: Site, plugins: dict[str, DriverPlugin], reactor: Any,
+    def __init__(self, site: Site, plugins: Plugins, reactor: Any,
                  spool_path: str | None = None) -> None:
         super().__init__()
         self.site = site
         spec = site.spec
         self.table = PointTable(point_id(d.name, p.id) for d in site.devices for p in d.profile.points)
+        self.metrics = Metrics()
         self.spool = ThreadedSpool(Spool(spool_path or spec.spool.path, spec.spool.max_bytes, spec.spool.max_age_s,
                                          spec.spool.overflow), reactor)
         SpoolService(self.spool, self.table, reactor).setServiceParent(self)
@@ -163,23 +159,44 @@ class Gateway(MultiService):
             WriterService(self.writer, self.spool, spec.influx.exit_flush_s).setServiceParent(self)
         self.drivers: list[IDriver] = []
         for protocol, devices in group_by_protocol(site.devices).items():
-            self.drivers += plugins[protocol].build(devices, self.table, reactor)
-        self.audit, self.gate = _command_path(site, self.table, self.drivers)
+            self.drivers += plugins.drivers[protocol].build(devices, self.table, reactor, self.metrics)
+        commanding = any(p.commands(getattr(spec, p.section)) for p in plugins.northbound.values())
+        self.audit, self.gate = _command_path(site, self.table, self.drivers) if commanding else (None, None)
         if self.audit is not None:
             AuditService(self.audit, reactor).setServiceParent(self)
-        self.outstations = [GroupOutstation(g, self.table, _event_buffer(g, self.spool.path, reactor), reactor,
-                                            gate=self.gate, audit=self.audit) for g in spec.master_groups]
+        context = NorthboundContext(self.table, self.gate, self.audit, self.spool.path, reactor)
+        self.northbound: dict[str, list[Service]] = {
+            name: list(p.build(getattr(spec, p.section), context)) for name, p in plugins.northbound.items()}
+        for service in (s for services in self.northbound.values() for s in services):
+            service.setServiceParent(self)
         self.ready: Deferred = Deferred()  # see start()
-        self._outstation_service = OutstationService(self.outstations)
-        if self.outstations:
-            self._outstation_service.setServiceParent(self)
         DriverService(self.drivers).setServiceParent(self)
+        self._register_metrics()
+
+    def _register_metrics(self) -> None:
+        """The core's gauges: point quality, spool depth and age, the InfluxDB writer."""
+        for quality in ("good", "NT", "IV", "unseen"):
+            self.metrics.gauge("gridgate_points", "device points by quality",
+                               read=lambda q=quality: self.table.count_by_quality()[q], quality=quality)
+        self.metrics.gauge("gridgate_spool_depth", "samples committed and not yet forwarded",
+                           read=lambda: self.spool.stats()["depth"])
+        self.metrics.gauge("gridgate_spool_oldest_age_seconds", "age of the oldest sample waiting (NaN: none)",
+                           read=lambda: _or_nan(self.spool.stats().get("oldest_age_s")))
+        if self.writer is not None:
+            writer = self.writer
+            self.metrics.gauge("gridgate_influx_up", "1 once the last InfluxDB write succeeded",
+                               read=lambda: float(writer.stats()["connected"]))
+            self.metrics.gauge("gridgate_influx_sent", "samples InfluxDB confirmed since start",
+                               read=lambda: writer.stats()["sent"])
 
     def start(self) -> Deferred:
-        """Start every service; fires once the gateway is fully up (every 104 group listening), or
-        fails with the first start-up error (a port that cannot be bound)."""
+        """Start every service; fires once the gateway is fully up (every northbound service that
+        has a ``ready`` fired: each 104 group listening), or fails with the first start-up error
+        (a port that cannot be bound)."""
         self.startService()
-        self.ready = self._outstation_service.ready
+        waits = [s.ready for services in self.northbound.values() for s in services if hasattr(s, "ready")]
+        self.ready = gatherResults(waits, consumeErrors=True)
+        self.ready.addErrback(lambda failure: failure.value.subFailure.raiseException())
         return self.ready
 
     @inlineCallbacks
@@ -192,31 +209,24 @@ class Gateway(MultiService):
     def stats(self) -> dict[str, Any]:
         """Spool, writer and driver counters, for status lines and benchmarks."""
         return {"spool": self.spool.stats(), "writer": self.writer.stats() if self.writer else None,
-                "outstations": {o.group.name: o.stats() for o in self.outstations},
+                "northbound": {name: [s.stats() for s in services if IStatsSource.providedBy(s)]
+                               for name, services in self.northbound.items()},
                 "drivers": [d.stats() for d in self.drivers], "quality": self.table.count_by_quality()}
 
 
-def spool_files(site: Site) -> list[str]:
-    """Every spool file the gateway opens: the spool, then each master group's event buffer."""
-    return [site.spec.spool.path, *(event_buffer_path(g, site.spec.spool.path) for g in site.spec.master_groups)]
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
-def event_buffer_path(group: MasterGroup, spool_path: str) -> str:
-    return group.event_buffer.path or f"{spool_path}.{group.name}.events"
-
-
-def _event_buffer(group: MasterGroup, spool_path: str, reactor: Any) -> ThreadedSpool:
-    spec = group.event_buffer
-    path = event_buffer_path(group, spool_path)
-    return ThreadedSpool(Spool(path, spec.max_bytes, spec.max_age_s, "drop_oldest", memory_bytes=EVENT_MEMORY_BYTES),
-                         reactor)
+def spool_files(site: Site, plugins: Plugins) -> list[str]:
+    """Every spool file the gateway opens: the spool, then those of the northbound sides (event buffers)."""
+    path = site.spec.spool.path
+    return [path, *(f for p in plugins.northbound.values() for f in p.spool_files(getattr(site.spec, p.section), path))]
 
 
 def _command_path(site: Site, table: PointTable, drivers: list[IDriver]) -> tuple[AuditLog | None, CommandGate | None]:
-    """The audit log and the CommandGate, when any master group can command or fail safe."""
+    """The audit log and the CommandGate (when a northbound side can command)."""
     spec = site.spec
-    if not any(g.commands or g.failsafe for g in spec.master_groups):
-        return None, None
     a = spec.audit
     audit = AuditLog(a.path, a.hash, key=a.key, state=a.state, checkpoint_every=a.checkpoint_every,
                      checkpoint_interval_s=a.checkpoint_interval_s, max_bytes=a.max_bytes, max_age_s=a.max_age_s,

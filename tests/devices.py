@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from drivers.modbus.profile import ModbusConnection, ModbusProfile
-from gateway.interfaces import Device
+from gateway.model import Device
 
 
 def modbus_device(name: str, profile: ModbusProfile, poll_s: float = 0.2, timeout_s: float = 0.2,
                   retries: int = 0, offline_after: int = 3, **connection: Any) -> Device:
     """A Device of ``profile`` on the given Modbus connection (host/port or serial, unit...)."""
-    return Device(name, profile, Path(f"{name}.yaml"), ModbusConnection(**connection), poll_s,
-                  timeout_s, retries, offline_after, {"device": name})
+    polling = {"poll_s": poll_s, "timeout_s": timeout_s, "retries": retries, "offline_after": offline_after}
+    return Device(name, profile, Path(f"{name}.yaml"), ModbusConnection(**connection, **polling), {"device": name})
 
 
 def on_port(device: Device, port: int) -> Device:

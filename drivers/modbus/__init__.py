@@ -6,15 +6,21 @@
 import time
 from typing import Any, Sequence
 
-from drivers.modbus.bus import ModbusBusDriver
+from zope.interface import implementer
+
+from drivers.modbus.driver import ModbusBusDriver
 from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import plan_reads
 from drivers.modbus.profile import ModbusConnection, ModbusProfile
-from drivers.modbus.simulator import ModbusSimulator
+from drivers.modbus.sim.server import ModbusSimulator
 from gateway.config.profile import ProfileSpec
-from gateway.interfaces import Device, IDriver, ISampleSink, ISimulator, Problem
+from gateway.config.source import Problem
+from gateway.interfaces import IDriver, IDriverPlugin, ISampleSink, ISimulator, ISimulatorPlugin
+from gateway.metrics import Metrics
+from gateway.model import Device
 
 
+@implementer(IDriverPlugin, ISimulatorPlugin)
 class ModbusPlugin:
     """Validation, drivers and simulator for Modbus devices."""
 
@@ -56,19 +62,25 @@ class ModbusPlugin:
             seen.setdefault(key, device.name)
         return problems
 
-    def requests_per_second(self, device: Device) -> float:
-        """Read requests per second the device's register plan costs."""
-        return len(plan_reads(device.profile)) / device.poll_s  # type: ignore[arg-type]
+    def load_summary(self, devices: Sequence[Device]) -> str:
+        """Read requests per second the devices' register plans cost at their poll periods."""
+        rate = sum(len(plan_reads(d.profile)) / d.connection.poll_s for d in devices)  # type: ignore[arg-type]
+        return f"{rate:.1f} requests/s"
 
-    def build(self, devices: Sequence[Device], sink: ISampleSink, reactor: Any) -> list[IDriver]:
+    def device_summary(self, device: Device) -> str:
+        """The poll period."""
+        return f"every {device.connection.poll_s:g} s"
+
+    def build(self, devices: Sequence[Device], sink: ISampleSink, reactor: Any,
+              metrics: Metrics | None = None) -> list[IDriver]:
         """One driver per bus: devices sharing a TCP endpoint or serial port share one link."""
         buses: dict[tuple, list[Device]] = {}
         for device in devices:
             buses.setdefault(device.connection.bus, []).append(device)  # type: ignore[attr-defined]
         drivers: list[IDriver] = []
         for bus, members in buses.items():
-            link = ModbusLink(members[0].connection, _bus_name(bus), time.time)  # type: ignore[arg-type]
-            drivers.append(ModbusBusDriver(link, members, sink, reactor, time.time))
+            link = ModbusLink(members[0].connection, _bus_name(bus), reactor)  # type: ignore[arg-type]
+            drivers.append(ModbusBusDriver(link, members, sink, reactor, time.time, metrics))
         return drivers
 
     def simulator(self, devices: Sequence[Device], reactor: Any) -> ISimulator:

@@ -14,7 +14,6 @@ queue where commands overtake polls, so this module owns those three things:
 
 import asyncio
 import logging
-import random
 from collections import deque
 from typing import Any, Callable
 
@@ -24,11 +23,13 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu import ModbusPDU
 from pymodbus.pdu.bit_message import ReadCoilsRequest, ReadDiscreteInputsRequest
 from pymodbus.pdu.register_message import ReadHoldingRegistersRequest, ReadInputRegistersRequest
+from twisted.internet.interfaces import IReactorTime
 
 from drivers.modbus.profile import ModbusConnection, Table
 from drivers.modbus.replycheck import Frame, check_reply
 from drivers.modbus.wireframe import Heard, Undecodable, WatchingRtuFramer, WatchingSocketFramer, install
 from gateway.errors import BadReply, DeviceError, DeviceException, DeviceGarbage, DeviceTimeout
+from gateway.retry import Backoff
 
 log = logging.getLogger(__name__)
 # pymodbus logs every timeout at ERROR with a traceback; the driver reports failures itself, once.
@@ -102,17 +103,15 @@ class ModbusLink:
     """A connection shared by every device on one bus."""
 
     def __init__(self, connection: ModbusConnection, name: str,
-                 clock: Callable[[], float], client_factory: Callable[..., Any] = make_client) -> None:
+                 reactor: IReactorTime, client_factory: Callable[..., Any] = make_client) -> None:
         self.name = name
         self.gate = PriorityGate()
         self._connection = connection
         self._client_factory = client_factory
         self._client: Any = None
         self._framer: WatchingSocketFramer | WatchingRtuFramer | None = None
-        self._clock = clock
-        self._backoff = BACKOFF_START_S
-        self._next_attempt = 0.0
-        self._down_logged = False
+        self._reactor_seconds = reactor.seconds
+        self._backoff = Backoff(reactor, BACKOFF_START_S, BACKOFF_MAX_S)
         self.requests = 0
         self.ignored_frames = 0  # frames for another unit or transaction, bad CRCs, garbage
 
@@ -191,21 +190,19 @@ class ModbusLink:
             self._framer = install(self._client)
         if self._client.connected:
             return
-        now = self._clock()
-        if now < self._next_attempt:
+        if not self._backoff.due():
             raise DeviceError(device, f"{self.name} not connected (next attempt in "
-                                      f"{self._next_attempt - now:.1f} s)")
+                                      f"{self._backoff.remaining():.1f} s)")
         self._set_timeout(timeout_s)
+        started = self._reactor_seconds()
         if await self._client.connect():
-            if self._down_logged:
+            if self._backoff.attempts:
                 log.info("%s: connected again", self.name)
-            self._backoff, self._down_logged = BACKOFF_START_S, False
+            self._backoff.succeeded()
             return
-        self._next_attempt = now + self._backoff * random.uniform(0.8, 1.0)  # jitter down only: the cap holds
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
-        if not self._down_logged:
+        if not self._backoff.attempts:
             log.warning("%s: cannot connect; retrying with backoff up to %g s", self.name, BACKOFF_MAX_S)
-            self._down_logged = True
+        self._backoff.failed(since=started)
         raise DeviceError(device, f"{self.name} not connected")
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from gateway.config.polling import PollingConnection
 from gateway.config.profile import PointSpec, ProfileSpec, Strict
 
 Table = Literal["coil", "discrete", "input", "holding"]
@@ -101,8 +102,9 @@ class ModbusProfile(ProfileSpec):
         return point.order or self.modbus.order
 
 
-class ModbusConnection(Strict):
-    """Where a Modbus device is: TCP (``host``), RTU on a serial port (``serial``) or RTU over TCP."""
+class ModbusConnection(PollingConnection):
+    """Where a Modbus device is: TCP (``host``), RTU on a serial port (``serial``) or RTU over TCP;
+    and how it is polled (``PollingConnection``)."""
 
     host: str | None = None
     port: int = Field(502, ge=0, le=65535, description="0: a simulator binds any free port")

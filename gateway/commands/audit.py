@@ -61,10 +61,8 @@ written: log it and keep the loop running); call ``close()`` when the service st
 ``close`` checkpoint). AuditLog starts no timers and is called from one thread (the reactor's);
 only its fsync thread (``background_sync``) runs beside it.
 
-Modules: ``auditrecord`` (events, hash forms, encoding, typed errors), ``auditkeys`` (key pair,
-signatures, state file), ``auditresume`` (what a writer finds on open), ``auditverify`` (the
-verifier), ``auditshow`` (``audit show``), ``auditcli`` (``audit init|verify``); this module is
-the writer and re-exports what callers import.
+This module is the writer and re-exports what callers import (the other ``audit*`` modules are
+listed in the package docstring).
 
 The command gate writes these fields (all optional, ``show`` displays them): ``command`` (the id
 from ``new_command_id``), ``group`` (master group), ``point`` (device.point), ``value``,
@@ -76,26 +74,22 @@ import secrets
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Callable, Literal
+from typing import Any, Callable, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.commands.auditfiles import log_files, open_locked, rotated_path
 from gateway.commands.auditkeys import (KeySource, default_state_path, fsync_dir, key_id, load_private_key, sign_hash,
                                         write_state)
-from gateway.commands.auditrecord import (ALGORITHMS, CHAIN_EVENTS, CHECKPOINT, CONFIRMED, DESELECTED, FAILED, FAILSAFE,
-                                          GENESIS, OPEN, READ_BACK, RECEIVED, REFUSED, RESERVED, SELECTED, WRITTEN,
-                                          AuditError, AuditFinding, AuditKeyError, ChainBroken, LogCut, LogReplaced,
-                                          RecordDamaged, SignatureInvalid, WrongKey, digest, encode_canonical,
-                                          encode_written, json_safe, record_hash)
+from gateway.commands.auditrecord import (ALGORITHMS, CHAIN_EVENTS, CHECKPOINT, CONFIRMED, DESELECTED, FAILED,
+                                          FAILSAFE, GENESIS, OPEN, READ_BACK, RECEIVED, REFUSED, RESERVED, SELECTED,
+                                          WRITTEN, AuditError, AuditFinding, AuditKeyError, ChainBroken, LogCut,
+                                          LogReplaced, RecordDamaged, SignatureInvalid, WrongKey, digest,
+                                          encode_canonical, encode_written, json_safe, record_hash)
 from gateway.commands.auditresume import signed_resume, time_of, unsigned_resume
 from gateway.commands.auditshow import describe, read_records, show
 from gateway.commands.auditsync import BackgroundSync
-from gateway.commands.auditverify import VerifyResult, log_files, rotated_path, verify
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no writer lock
-    fcntl = None  # type: ignore[assignment]
+from gateway.commands.auditverify import VerifyResult, verify
 
 __all__ = ["RECEIVED", "REFUSED", "WRITTEN", "READ_BACK", "CONFIRMED", "SELECTED", "DESELECTED", "FAILED", "FAILSAFE",
            "OPEN", "CHECKPOINT", "CHAIN_EVENTS", "GENESIS", "RESERVED", "ALGORITHMS", "AuditError", "AuditFinding",
@@ -160,7 +154,7 @@ class AuditLog:
         self._in_part = 0                                 # records after the current file's genesis
         self._opened_at: datetime | None = None           # time of the current file's first record
         self._syncer = BackgroundSync(self.path.name) if background_sync else None
-        self._file = _open_locked(self.path)
+        self._file = open_locked(self.path)
         self._size = os.fstat(self._file.fileno()).st_size
         try:
             if key is None:
@@ -383,7 +377,7 @@ class AuditLog:
         try:
             os.rename(self.path, target)
             fsync_dir(self.path.parent)
-            handle = _open_locked(self.path)
+            handle = open_locked(self.path)
         except OSError as exc:
             self._problem = AuditError(f"{self.path}: cannot rotate to {target}: {exc.strerror}")
             raise self._problem from exc
@@ -416,21 +410,3 @@ class AuditLog:
             self._next_part()
         elif point.action == "reopen":
             self._seal("reopen")
-
-
-def _open_locked(path: Path) -> IO[bytes]:
-    """Open for appending (created 0640), exclusively locked against a second writer."""
-    created = not path.exists()
-    try:
-        handle = os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640), "ab")
-    except OSError as exc:
-        raise AuditError(f"{path}: cannot open the audit log: {exc.strerror}") from exc
-    if fcntl is not None:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            handle.close()
-            raise AuditError(f"{path}: audit log is in use by another writer") from exc
-    if created:
-        fsync_dir(path.parent)
-    return handle

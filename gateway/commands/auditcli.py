@@ -10,9 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from gateway.commands.auditfiles import log_files
 from gateway.commands.auditkeys import init_key
 from gateway.commands.auditrecord import AuditError
-from gateway.commands.auditverify import VerifyResult, log_files, verify
+from gateway.commands.auditverify import VerifyResult, verify
 
 EXIT_OK, EXIT_ERROR, EXIT_UNPROVEN = 0, 1, 3
 

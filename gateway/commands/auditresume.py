@@ -15,11 +15,11 @@ from typing import Any, Iterator
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.commands.auditfiles import rotated_path
 from gateway.commands.auditkeys import read_state, signature_ok
 from gateway.commands.auditrecord import (CHAIN_EVENTS, GENESIS, OPEN, AuditError, AuditKeyError, ChainBroken, LogCut,
                                           LogReplaced, RecordDamaged, SignatureInvalid, WrongKey, canonical_hash_ok,
                                           parse_line, written_hash_ok)
-from gateway.commands.auditverify import rotated_path
 
 TAIL_LIMIT = 100_000  # unsealed records a restart adopts; more means checkpoints failed for a long time
 

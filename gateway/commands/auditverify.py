@@ -14,47 +14,19 @@ the public key and ``unsigned`` when it has no signed genesis at all.
 import json
 import json.scanner
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.commands.auditfiles import in_part_order
 from gateway.commands.auditkeys import PublicKeySource, key_id, load_public_key, read_state, signature_ok
 from gateway.commands.auditrecord import (ALGORITHMS, CHAIN_EVENTS, CHECKPOINT, GENESIS, HASHERS, OPEN, AuditError,
-                                          AuditFinding, ChainBroken, LogCut, LogReplaced, RecordDamaged, SignatureInvalid, WrongKey,
-                                          canonical_hash_ok, parse_line, written_hash_ok)
+                                          AuditFinding, ChainBroken, LogCut, LogReplaced, RecordDamaged,
+                                          SignatureInvalid, WrongKey, canonical_hash_ok, parse_line, written_hash_ok)
 
-_PART_SUFFIX = re.compile(r"\.(\d+)$")
 _SCAN = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner: json.loads without its wrappers
-
-
-def rotated_path(path: str | os.PathLike, part: int) -> Path:
-    """Where part ``part`` of the log at ``path`` goes when it is rotated: ``<path>.<part>``."""
-    return Path(f"{path}.{part}")
-
-
-def log_files(path: str | os.PathLike) -> list[Path]:
-    """The files of one log: its rotated parts ``<path>.<n>`` (by n) and ``path`` itself if it exists.
-
-    A folder stands for the log kept in it: its ``*.jsonl`` file(s) and their parts.
-    """
-    path = Path(path)
-    if path.is_dir():
-        found: list[Path] = []
-        for active in sorted(p for p in path.iterdir() if p.name.endswith(".jsonl")):
-            found += log_files(active)
-        for orphan in sorted(p for p in path.iterdir() if _PART_SUFFIX.search(p.name) and p not in found
-                             and ".jsonl." in p.name):
-            found.append(orphan)
-        return found
-    parts = []
-    for candidate in path.parent.glob(f"{path.name}.*") if path.parent.exists() else []:
-        match = _PART_SUFFIX.search(candidate.name[len(path.name):])
-        if match and candidate.name[len(path.name):] == match.group(0):
-            parts.append((int(match.group(1)), candidate))
-    return [p for _, p in sorted(parts)] + ([path] if path.exists() or not parts else [])
 
 
 @dataclass
@@ -117,7 +89,7 @@ def verify(paths: str | os.PathLike | Iterable[str | os.PathLike], public_key: P
     key = load_public_key(public_key) if public_key is not None else None
     chain = _Chain(key)
     try:
-        ordered = _in_part_order(files)
+        ordered = in_part_order(files)
         chain.files = ordered
         for index, path in enumerate(ordered):
             chain.read_file(path, index, len(ordered))
@@ -127,36 +99,6 @@ def verify(paths: str | os.PathLike | Iterable[str | os.PathLike], public_key: P
     except AuditFinding as finding:
         return chain.result(finding)
     return chain.result(None)
-
-
-def _in_part_order(files: list[Path]) -> list[Path]:
-    """Files sorted by the part their genesis names; a file without one sorts first."""
-    keyed = []
-    seen: dict[int, Path] = {}
-    for position, path in enumerate(files):
-        part = _part_of(path)
-        if part is not None:
-            if part in seen:
-                raise ChainBroken(f"both {seen[part]} and {path} say they are part {part}: one is a copy or replaced",
-                                  path, 1)
-            seen[part] = path
-        keyed.append((part or 0, position, path))
-    return [path for _, _, path in sorted(keyed)]
-
-
-def _part_of(path: Path) -> int | None:
-    try:
-        with open(path, "rb") as stream:
-            first = stream.readline()
-    except OSError as exc:
-        raise AuditError(f"{path}: cannot read the audit log: {exc.strerror}") from exc
-    try:
-        record = json.loads(first)
-    except ValueError:
-        return None
-    if isinstance(record, dict) and record.get("event") == OPEN and isinstance(record.get("part"), int):
-        return record["part"]
-    return None
 
 
 class _Chain:

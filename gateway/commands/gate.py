@@ -11,27 +11,22 @@ command confirmed. The fail-safe uses the same pipeline with its own origin.
 
 import logging
 import math
-import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 
-from gateway.commands.audit import (CONFIRMED, FAILED, READ_BACK, RECEIVED, REFUSED, SELECTED, WRITTEN, AuditLog,
-                                    new_command_id)
-from gateway.config.iec104 import CommandPolicy, Interlock
+from gateway.commands.audit import (CONFIRMED, FAILED, FAILSAFE, READ_BACK, RECEIVED, REFUSED, SELECTED, WRITTEN,
+                                    AuditLog, new_command_id)
+from gateway.commands.policy import CommandPolicy, Interlock
 from gateway.config.profile import PointSpec
 from gateway.errors import CommandFailed, CommandRejected, GatewayError
-from gateway.interfaces import ONLINE_POINT, Device, IDriver
-from gateway.model import Command, CommandResult, Quality, Value, point_id
+from gateway.interfaces import IDriver
+from gateway.model import ONLINE_POINT, Command, CommandResult, Device, Quality, Value, point_id
 from gateway.points import PointTable
 
 log = logging.getLogger(__name__)
-
-FAILSAFE = "failsafe"
-_OPS: dict[str, Callable[[Any, Any], bool]] = {"<": operator.lt, "<=": operator.le, "==": operator.eq,
-                                              "!=": operator.ne, ">=": operator.ge, ">": operator.gt}
 
 
 @dataclass(frozen=True)
@@ -44,7 +39,7 @@ class CommandRequest:
     ioa: int | None = None
     type: str = ""
     issued_at: float | None = None  # the command's own time tag (time-tagged types), POSIX seconds
-    origin: str = "iec104"
+    origin: str = "northbound"  # which side sent it: the 104 outstation says "iec104"
 
 
 @dataclass(frozen=True)
@@ -209,14 +204,12 @@ class CommandGate:
             raise CommandRejected(f"device {device} is executing another command")
 
     def _check_interlock(self, request: CommandRequest, lock: Interlock) -> None:
-        if lock.when_command == "positive" and not request.value > 0:
-            return
-        if lock.when_command == "negative" and not request.value < 0:
+        if not lock.applies_to(request.value):
             return
         sample = self._table.get(lock.point)
         if sample is None or sample.value is None or sample.quality & (Quality.IV | Quality.NT):
             raise CommandRejected(f"interlock on {lock.point} cannot be evaluated (no valid value): {lock.reason}")
-        if _OPS[lock.op](sample.value, lock.value):
+        if lock.refuses(sample.value):
             raise CommandRejected(f"interlock: {lock.reason} ({lock.point} = {sample.value})")
 
 

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from gateway.config.profile import ProfileSpec
-from gateway.config.site import SiteSpec
+from gateway.config.site import DeviceEntry, SiteSpec, site_model
 from gateway.config.source import ConfigErrors, ConfigProblem, dotted, line_of, load_yaml
-from gateway.interfaces import Device, DriverPlugin, group_by_protocol
-from gateway.northbound.mapping import command_problems, group_problems
-from gateway.northbound.tls import tls_problems, with_absolute_paths
+from gateway.model import Device, group_by_protocol
+from gateway.registry import Plugins
 
 SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "device_profiles"
 
@@ -51,8 +50,8 @@ def validate(model: type[BaseModel], tree: Any, file: str, prefix: tuple = ()) -
 class ProfileLoader:
     """Loads each profile file once, checks it with its driver, remembers the verdict."""
 
-    def __init__(self, plugins: Mapping[str, DriverPlugin]) -> None:
-        self.plugins = plugins
+    def __init__(self, drivers: Mapping[str, Any]) -> None:
+        self.drivers = drivers
         self._cache: dict[Path, tuple[ProfileSpec | None, list[ConfigProblem]]] = {}
 
     def load(self, path: Path) -> tuple[ProfileSpec | None, list[ConfigProblem]]:
@@ -68,9 +67,9 @@ class ProfileLoader:
         except ConfigErrors as exc:
             return None, exc.problems
         protocol = tree.get("protocol") if isinstance(tree, dict) else None
-        plugin = self.plugins.get(protocol) if isinstance(protocol, str) else None
+        plugin = self.drivers.get(protocol) if isinstance(protocol, str) else None
         if plugin is None:
-            known = ", ".join(sorted(self.plugins)) or "none installed"
+            known = ", ".join(sorted(self.drivers)) or "none installed"
             return None, [ConfigProblem(file, line_of(tree, ("protocol",)), "protocol",
                                         f"unknown protocol {protocol!r} (known: {known})")]
         profile, problems = validate(plugin.profile_model, tree, file)
@@ -83,7 +82,7 @@ class ProfileLoader:
         return (None if problems else profile), problems
 
 
-def _valid_part(plugin: DriverPlugin, tree: Any, problems: list[ConfigProblem]) -> tuple[ProfileSpec | None, list[int] | None]:
+def _valid_part(plugin: Any, tree: Any, problems: list[ConfigProblem]) -> tuple[ProfileSpec | None, list[int] | None]:
     """The profile without its invalid points, so cross-point checks still run; None if more is wrong.
 
     Returns the partial profile and, for each of its points, the index in the file.
@@ -126,30 +125,84 @@ def find_profile(name: str, site_file: Path, dirs: list[str]) -> Path | None:
     return None
 
 
-def load_site(path: Path, plugins: Mapping[str, DriverPlugin]) -> Site:
-    """The validated site at ``path``; ConfigErrors listing every problem otherwise."""
+@dataclass(frozen=True)
+class SiteView:
+    """What the plugins' cross-checks see: the spec (partial when parts of it failed their
+    schema), the devices that resolved, and the names of those that did not."""
+
+    spec: Any
+    devices: list[Device]
+    unresolved: frozenset[str]
+
+
+def load_site(path: Path, plugins: Plugins) -> Site:
+    """The validated site at ``path``; ConfigErrors listing every problem otherwise.
+
+    A schema error in one part does not hide the rest: the devices whose entries are valid are
+    resolved and checked with their profiles, and each plugin's section that is valid is
+    cross-checked, so one ``gridgate check`` reports everything it can."""
     file = str(path)
     tree = load_yaml(path)
-    spec, problems = validate(SiteSpec, tree, file)
+    model = site_model(plugins.northbound.values())
+    spec, problems = validate(model, tree, file)
+    usable = set(model.model_fields)
+    entries: list[DeviceEntry | None] = list(spec.devices) if spec is not None else []
     if spec is None:
-        raise ConfigErrors(problems)
-    spec = spec.model_copy(update={"master_groups": with_absolute_paths(spec.master_groups, path.parent)})
-    problems += [ConfigProblem(file, line_of(tree, loc), dotted(loc), message) for loc, message in tls_problems(spec.master_groups)]
-    profiles = ProfileLoader(plugins)
+        spec, usable, entries = _partial(model, tree)
+    spec = spec.model_copy(update={p.section: p.prepare(getattr(spec, p.section), path.parent)
+                                   for p in plugins.northbound.values() if p.section in usable})
+    profiles = ProfileLoader(plugins.drivers)
     devices: list[Device] = []
-    for index, entry in enumerate(spec.devices):
+    unresolved: set[str] = {str(raw["name"]) for raw, entry in zip(_raw_devices(tree), entries)
+                            if entry is None and isinstance(raw, dict) and "name" in raw}
+    for index, entry in enumerate(entries):
+        if entry is None:
+            continue
         device, found = _resolve_device(index, entry, spec, path, tree, profiles)
         problems += found
-        if device is not None and entry.enabled:
+        if device is None:
+            unresolved.add(entry.name)
+        elif entry.enabled:
             devices.append(device)
-    problems += _site_problems(devices, spec, tree, file, plugins)
-    if not problems:
-        found = group_problems(spec.master_groups, devices)
-        found += command_problems(spec.master_groups, spec.command_policy, devices)
-        problems += [ConfigProblem(file, line_of(tree, loc), dotted(loc), message) for loc, message in found]
+    problems += _site_problems(devices, entries, tree, file, plugins)
+    view = SiteView(spec, devices, frozenset(unresolved))
+    for plugin in plugins.northbound.values():  # their checks read command_policy too: judged only when it is valid
+        if {plugin.section, "command_policy"} <= usable:
+            problems += [ConfigProblem(file, line_of(tree, loc), dotted(loc), message)
+                         for loc, message in plugin.problems(getattr(spec, plugin.section), view)]
     if problems:
         raise ConfigErrors(problems)
     return Site(spec, path, devices)
+
+
+def _raw_devices(tree: Any) -> list[Any]:
+    devices = tree.get("devices") if isinstance(tree, dict) else None
+    return devices if isinstance(devices, list) else []
+
+
+def _partial(model: type[SiteSpec], tree: Any) -> tuple[Any, set[str], list[DeviceEntry | None]]:
+    """The parts of a site that failed its schema which are valid on their own: each top-level
+    section, each device entry. Their problems were already reported by the whole-model check."""
+    tree = tree if isinstance(tree, dict) else {}
+    parts: dict[str, Any] = {}
+    usable: set[str] = set()
+    for key, info in model.model_fields.items():
+        if key == "devices":
+            continue
+        try:
+            if key in tree:
+                parts[key] = TypeAdapter(info.annotation).validate_python(tree[key])
+            usable.add(key)
+        except ValidationError:
+            continue
+    parts.setdefault("site", str(tree.get("site", "")))
+    entries: list[DeviceEntry | None] = []
+    for raw in _raw_devices(tree):
+        try:
+            entries.append(DeviceEntry.model_validate(raw))
+        except ValidationError:
+            entries.append(None)
+    return model.model_construct(**parts, devices=[e for e in entries if e]), usable, entries
 
 
 def _resolve_device(index: int, entry: Any, spec: SiteSpec, path: Path, tree: Any,
@@ -163,31 +216,48 @@ def _resolve_device(index: int, entry: Any, spec: SiteSpec, path: Path, tree: An
     if profile is None:
         return None, problems + [ConfigProblem(file, line_of(tree, loc + ("profile",)), dotted(loc + ("profile",)),
                                                f"profile {entry.profile!r} has errors (reported against {profile_path.name})")]
-    plugin = profiles.plugins[profile.protocol]
-    connection, problems = validate(plugin.connection_model, entry.connection, file, loc + ("connection",))
-    problems = [ConfigProblem(p.file, line_of(tree, _loc_of(p.path, loc)), p.path, p.message) for p in problems]
+    plugin = profiles.drivers[profile.protocol]
+    connection, problems = _connection(plugin.connection_model, entry, loc, file, tree)
     if connection is None:
         return None, problems
     tags = {"site": spec.site, "device": entry.name, "model": profile.model, **entry.tags}
-    return Device(entry.name, profile, profile_path, connection, entry.poll_s, entry.timeout_s,
-                  entry.retries, entry.offline_after, tags), []
+    return Device(entry.name, profile, profile_path, connection, tags), []
 
 
-def _loc_of(path: str, device_loc: tuple) -> tuple:
-    key = path.rsplit(".", 1)[-1]
-    return device_loc + ("connection", key)
+def _connection(model: type[BaseModel], entry: DeviceEntry, loc: tuple, file: str,
+                tree: Any) -> tuple[BaseModel | None, list[ConfigProblem]]:
+    """The driver's connection model from ``connection:`` and the entry's other keys (``poll_s``...),
+    each problem located where its key is written."""
+    beside = dict(entry.model_extra or {})
+    twice = sorted(beside.keys() & entry.connection.keys())
+    if twice:
+        return None, [ConfigProblem(file, line_of(tree, loc + (key,)), dotted(loc + (key,)),
+                                    "given both here and under connection") for key in twice]
+    try:
+        return model.model_validate({**entry.connection, **beside}), []
+    except ValidationError as exc:
+        located = []
+        for problem in _problems(exc, {}, file):
+            key = problem.path.split(".", 1)[0].split("[", 1)[0]
+            where = loc + ((key,) if key in beside else ("connection", key) if key else ("connection",))
+            rest = problem.path[len(key):]
+            located.append(ConfigProblem(file, line_of(tree, where), dotted(where) + rest, problem.message))
+        return None, located
 
 
-def _site_problems(devices: list[Device], spec: SiteSpec, tree: Any, file: str,
-                   plugins: Mapping[str, DriverPlugin]) -> list[ConfigProblem]:
-    index = {entry.name: i for i, entry in enumerate(spec.devices)}
+def _site_problems(devices: list[Device], entries: list[DeviceEntry | None], tree: Any, file: str,
+                   plugins: Plugins) -> list[ConfigProblem]:
+    index: dict[str, int] = {}
     problems = []
-    for i, entry in enumerate(spec.devices):
-        if index[entry.name] != i:
+    for i, entry in enumerate(entries):
+        if entry is None:
+            continue
+        if entry.name in index:
             problems.append(ConfigProblem(file, line_of(tree, ("devices", i, "name")), f"devices[{i}].name",
                                           f"duplicate device name {entry.name!r}"))
+        index.setdefault(entry.name, i)
     for protocol, group in group_by_protocol(devices).items():
-        for name, message in plugins[protocol].site_problems(group):
+        for name, message in plugins.drivers[protocol].site_problems(group):
             loc = ("devices", index[name])
             problems.append(ConfigProblem(file, line_of(tree, loc), dotted(loc), message))
     return problems

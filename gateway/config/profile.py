@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 POINT_ID = r"^[a-z][a-z0-9_]*$"
+DEVICE_POINT = r"^[A-Za-z][A-Za-z0-9_-]*\.[a-z_][a-z0-9_]*$"  # device.point, as site files name a point
 
 
 class Strict(BaseModel):

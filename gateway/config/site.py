@@ -1,11 +1,16 @@
-"""The site file: which devices exist, where they are, and where their data goes."""
+"""The site file: which devices exist, where they are, and where their data goes.
+
+``SiteSpec`` holds the core's sections; each northbound plugin adds the section it owns
+(``site_model``), so the core validates, e.g., ``master_groups`` without knowing IEC 104.
+"""
 
 import re
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, create_model, model_validator
 
-from gateway.config.iec104 import AuditSpec, CommandPolicy, MasterGroup
+from gateway.commands.policy import AuditSpec, CommandPolicy
+
 from gateway.config.profile import Strict
 from gateway.config.units import Duration, Size
 
@@ -43,15 +48,15 @@ class SpoolSpec(Strict):
 
 
 class DeviceEntry(Strict):
-    """One device instance. ``connection`` is validated by the profile's driver."""
+    """One device instance. ``connection`` is validated by the profile's driver, and so is every
+    other key of the entry (``poll_s``, ``timeout_s``... for a driver that polls): they are the
+    driver's, written beside ``connection`` for readability."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     name: str = Field(pattern=NAME)
     profile: str
     connection: dict[str, Any]
-    poll_s: Duration = Field(1.0, gt=0)
-    timeout_s: Duration = Field(1.0, gt=0)
-    retries: int = Field(1, ge=0, le=5)
-    offline_after: int = Field(3, ge=1, description="consecutive failed polls before IV")
     enabled: bool = True
     tags: dict[str, str] = {}
 
@@ -64,22 +69,21 @@ class SiteSpec(Strict):
     influx: InfluxSpec | None = None
     spool: SpoolSpec = SpoolSpec()
     devices: list[DeviceEntry] = Field(min_length=1)
-    master_groups: list[MasterGroup] = []
     command_policy: list[CommandPolicy] = []
     audit: AuditSpec = AuditSpec()
 
-    @model_validator(mode="after")
-    def _own_event_buffers(self) -> "SiteSpec":
-        """Two master groups on one event-buffer file would each delete the other's events."""
-        seen: dict[str, str] = {}
-        for group in self.master_groups:
-            path = group.event_buffer.path
-            if path is not None and path in seen:
-                raise ValueError(f"master groups {seen[path]} and {group.name} share the event buffer {path}: "
-                                 f"give each its own event_buffer.path")
-            if path is not None:
-                seen[path] = group.name
-        return self
+
+def site_model(plugins: Iterable[Any]) -> type[SiteSpec]:
+    """``SiteSpec`` with the section each northbound plugin owns (its ``section`` key, model and
+    default); one class per set of plugins, so two sites loaded with the same plugins compare equal."""
+    key = tuple(plugins)
+    if key not in _MODELS:
+        fields: dict[str, Any] = {p.section: (p.section_model, p.section_default) for p in key}
+        _MODELS[key] = create_model("SiteSpec", __base__=SiteSpec, __doc__=SiteSpec.__doc__, **fields) if fields else SiteSpec
+    return _MODELS[key]
+
+
+_MODELS: dict[tuple[Any, ...], type[SiteSpec]] = {}
 
 
 def slug(text: str) -> str:

@@ -12,6 +12,10 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 
+Problem = tuple[tuple[Any, ...], str]
+"""A finding of a check before it has a file and line: (location in the YAML tree, message)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
     """One validation finding, printed as ``file:line: path: message``."""

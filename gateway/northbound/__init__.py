@@ -1,1 +1,2 @@
-"""Northbound IEC 60870-5-104 outstation: point mapping, spontaneous filter, event buffer, server."""
+"""Northbound sides: what dispatch centres and other upstream systems talk to, one plugin each
+(found through the ``gridgate.northbound`` entry point group, never imported by the core)."""

@@ -7,7 +7,7 @@ from typing import Iterator
 import pytest
 import pytest_twisted
 
-from gateway.northbound.recordingmaster import RecordingMaster
+from gateway.commissioning.recordingmaster import RecordingMaster
 from tests import tsdb
 from tests.integration.sites import Running
 

@@ -12,10 +12,10 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 
 from gateway.config.loader import load_site
-from gateway.interfaces import load_plugins
 from gateway.model import Quality
-from gateway.runner import start_simulators
+from gateway.registry import load_plugins
 from gateway.service import Gateway
+from gateway.simulation.runner import start_simulators
 
 
 class Running:

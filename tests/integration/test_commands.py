@@ -16,7 +16,7 @@ from twisted.internet.threads import deferToThread
 
 from gateway.commands.audit import CHAIN_EVENTS
 from gateway.commands.auditkeys import init_key
-from gateway.northbound.wiretime import WireClock
+from gateway.iec104.wiretime import WireClock
 from tests.integration.sites import until
 from tests.ports import next_ports
 
@@ -240,7 +240,7 @@ def test_failsafe_is_reasserted_until_the_offline_device_confirms(station, tmp_p
     yield run.simulators[0].fault("pcs1", "silence")
     yield until(lambda: run.gateway.table.get("pcs1._online").value is False, 10)
     yield deferToThread(master.close)
-    outstation = run.gateway.outstations[0]
+    outstation = run.gateway.northbound["iec104"][0].outstations[0]
     yield until(lambda: len([r for r in _events(tmp_path, "refused") if "not communicating" in r["reason"]]) >= 2, 10)
     assert outstation.stats()["failsafe_pending"] == 1 and _setpoint(run) == pytest.approx(20.0)
     yield run.simulators[0].clear_fault("pcs1")

@@ -17,8 +17,8 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 
-from gateway.northbound import dispatchtest
-from gateway.simcontrol import control_url, start_control
+from gateway.commissioning import dispatchtest
+from gateway.simulation.simcontrol import control_url, start_control
 from tests.integration.sites import until
 from tests.integration.test_commands import SETPOINT, SETPOINT_SBO, SETPOINT_TAGGED, _site
 

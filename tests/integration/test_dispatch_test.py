@@ -5,7 +5,7 @@ The stand-in serves the site's table from a running ModbusSimulator (read throug
 interrogation), so the tool sees what a gateway would send (the table's types are untagged, so
 one c104 type per IOA serves GI and events alike); overrides make it serve one IOA with the
 wrong type or a wrong value. The simulator's
-side is the real control API (``gateway.simcontrol``). The tool is synchronous, so it runs in a
+side is the real control API (``gateway.simulation.simcontrol``). The tool is synchronous, so it runs in a
 worker thread while the reactor serves the simulator, the control API and the stand-in.
 This module must not use ``from __future__ import annotations`` (c104 callbacks).
 """
@@ -24,11 +24,11 @@ from twisted.internet import reactor, threads
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import LoopingCall
 
-from gateway.config.iec104 import MasterGroup, PointMap
+from gateway.commissioning import dispatchtest
 from gateway.config.loader import Site, load_site
-from gateway.interfaces import load_plugins
-from gateway.northbound import dispatchtest
-from gateway.simcontrol import control_url, start_control
+from gateway.northbound.iec104.section import MasterGroup, PointMap
+from gateway.registry import load_plugins
+from gateway.simulation.simcontrol import control_url, start_control
 from tests.ports import next_port
 
 pytestmark = pytest.mark.integration
@@ -147,7 +147,7 @@ def arguments(site: Site, tmp_path: Path, simulator: str | None, port: int | Non
 def run_against(site: Site, tmp_path: Path, with_simulator: bool = True, timeout: float = 5.0,
                 **mistakes: Any) -> Iterator[Any]:
     """Simulator + control API + stand-in outstation, then the tool in a thread; fires with its exit code."""
-    simulator = load_plugins()["modbus"].simulator(site.devices, reactor)
+    simulator = load_plugins().drivers["modbus"].simulator(site.devices, reactor)
     yield simulator.start()
     control = start_control(reactor, [simulator], site.devices)
     outstation = StandInOutstation(site.spec.master_groups[0], simulator, **mistakes)

@@ -13,8 +13,8 @@ from typing import Iterator
 import pytest
 import yaml
 
-from gateway.northbound.recordingmaster import RecordingMaster
-from gateway.northbound.wiretime import WireClock
+from gateway.commissioning.recordingmaster import RecordingMaster
+from gateway.iec104.wiretime import WireClock
 from tests import tsdb
 from tests.integration.sites import wait_until
 from tests.ports import next_port, next_ports

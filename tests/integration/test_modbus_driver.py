@@ -12,7 +12,7 @@ from twisted.internet.task import deferLater
 
 from drivers.modbus import DRIVER
 from drivers.modbus.profile import ModbusPoint, ModbusProfile
-from drivers.modbus.simulator import ModbusSimulator
+from drivers.modbus.sim.server import ModbusSimulator
 from gateway.config.profile import Limits
 from gateway.model import Command, Quality
 from tests.devices import modbus_device, on_port, socat_cable

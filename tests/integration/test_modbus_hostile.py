@@ -168,6 +168,7 @@ def _stats(driver: Any) -> dict[str, Any]:
 def _run_poll_case(setup: tuple, case: Case, caplog: pytest.LogCaptureFixture) -> Iterator[Deferred]:
     device, driver, sink = setup
     caplog.set_level(logging.INFO, logger="drivers.modbus")
+    caplog.set_level(logging.INFO, logger="gateway.health")
     yield sink.wait_for(lambda: _all_good(sink), reactor)
     good_before = _stats(driver)["good_polls"]
     device.misbehave(case.mode, fc=4 if case.mode not in ("bad_crc",) else None)

@@ -20,13 +20,13 @@ from twisted.internet import reactor
 
 from drivers.modbus import DRIVER
 from drivers.modbus.profile import ModbusProfile
-from drivers.modbus.simulator import ModbusSimulator
+from drivers.modbus.sim.server import ModbusSimulator
 from gateway.aio import await_deferred
-from tests.integration.test_modbus_simulator import on_asyncio
 from gateway.errors import CommandFailed
 from gateway.model import Command, Quality
 from tests.devices import modbus_device
 from tests.hostile_modbus import crc16, mbap_frame, rtu_frame
+from tests.integration.test_modbus_simulator import on_asyncio
 from tests.sinks import RecordingSink
 
 pytestmark = pytest.mark.integration

@@ -21,10 +21,11 @@ from pymodbus.exceptions import ModbusIOException
 from twisted.internet import reactor
 
 from drivers.modbus.profile import ModbusConnection, ModbusOptions, ModbusPoint, ModbusProfile
-from drivers.modbus.simulator import ModbusSimulator
+from drivers.modbus.sim.server import ModbusSimulator
 from gateway.aio import as_deferred, await_deferred
 from gateway.config.profile import Limits, SimBehaviour
-from gateway.interfaces import Device, ISimulator
+from gateway.interfaces import ISimulator
+from gateway.model import Device
 from tests.devices import socat_cable
 
 pytestmark = pytest.mark.integration
@@ -58,8 +59,8 @@ def on_asyncio(test: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
 
 
 def device(name: str, connection: ModbusConnection) -> Device:
-    return Device(name=name, profile=PROFILE, profile_file=Path("inline"), connection=connection,
-                  poll_s=1, timeout_s=1.0, retries=0, offline_after=3)
+    return Device(name=name, profile=PROFILE, profile_file=Path("inline"),
+                  connection=connection.model_copy(update={"poll_s": 1, "timeout_s": 1.0, "retries": 0}))
 
 
 def tcp(unit: int, framer: str | None = None) -> ModbusConnection:
@@ -177,7 +178,7 @@ async def test_a_coil_write_reaches_the_engine(sim: ModbusSimulator) -> None:
 async def test_a_value_the_type_cannot_carry_is_logged_once(sim: ModbusSimulator,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     """An engine value beyond int16 (a behaviour run off) is logged once naming device and point; ticks go on."""
-    caplog.set_level(logging.WARNING, logger="drivers.modbus.simulator")
+    caplog.set_level(logging.WARNING, logger="drivers.modbus.sim.server")
     sim.engine("pcs1").set("temperature", 4000.0)
     sim.set_value("pcs1", "p_set", 1000)
     client = await tcp_client(sim.port_of("pcs1"))

@@ -11,10 +11,10 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
+from gateway.commissioning.dispatchcheck import Arrival
+from gateway.commissioning.recordingmaster import RecordingMaster
+from gateway.iec104.wiretime import WireClock
 from gateway.model import Quality, Sample
-from gateway.northbound.dispatchcheck import Arrival
-from gateway.northbound.recordingmaster import RecordingMaster
-from gateway.northbound.wiretime import WireClock
 from tests.integration.sites import until
 from tests.ports import next_port, next_ports
 
@@ -198,8 +198,8 @@ def test_counter_interrogation_and_clock_sync(tmp_path: Path, running, master_fa
     counters = received(master, lambda r: r.ioa == 25601 and r.cot.startswith("REQUESTED_BY_GENERAL_COUNTER"))
     assert counters and counters[-1].value == 0
     assert (yield deferToThread(master.clock_sync)) is None
-    yield until(lambda: run.gateway.outstations[0].stats()["clock_syncs"] == 1)
-    alarm = run.gateway.outstations[0]
+    yield until(lambda: run.gateway.northbound["iec104"][0].outstations[0].stats()["clock_syncs"] == 1)
+    alarm = run.gateway.northbound["iec104"][0].outstations[0]
     alarm._clock_synced("127.0.0.1", time.time() + 30, time.time())  # a master 30 s ahead
     yield deferToThread(master.wait_for, lambda: any(r.ioa == 12546 and r.value is True for r in master.arrivals()), 5)
 
@@ -208,7 +208,7 @@ def test_counter_interrogation_and_clock_sync(tmp_path: Path, running, master_fa
 def test_a_group_whose_port_is_taken_fails_the_start_naming_group_and_address(tmp_path: Path, running) -> Iterator:
     """Another program on the group's port: the gateway does not start, the error names group and address."""
     import socket
-    from gateway.northbound.outstation import ListenError
+    from gateway.northbound.iec104.outstation import ListenError
     squatter = socket.socket()
     squatter.bind(("127.0.0.1", 0))
     squatter.listen()

@@ -65,7 +65,7 @@ async def test_events_gi_and_failsafe_survive_a_full_disk(tmp_path: Path, small_
     path.write_text(yaml.safe_dump(site, sort_keys=False))
     run = await running(path)
     await until(run.all_good, 15)
-    await until(lambda: run.gateway.outstations[0].listening)
+    await until(lambda: run.gateway.northbound["iec104"][0].outstations[0].listening)
 
     async def body() -> None:
         master = w.RawMaster()
@@ -80,7 +80,7 @@ async def test_events_gi_and_failsafe_survive_a_full_disk(tmp_path: Path, small_
         await master.send_asdu(w.asdu(100, 6, CA, [(0, w.qoi(20))]))
         await master.collect(lambda a: a.asdu is not None and a.asdu.type_id == 100 and a.asdu.cot == 10, 1, 5)
         # the commit must have failed (the disk is full); it runs on the buffer's thread, so wait for it
-        await await_deferred(until(lambda: run.gateway.outstations[0].stats()["errors"] > 0, 10))
+        await await_deferred(until(lambda: run.gateway.northbound["iec104"][0].outstations[0].stats()["errors"] > 0, 10))
         await master.close()
         await await_deferred(until(lambda: '"failsafe"' in (tmp_path / "audit.jsonl").read_text(), 10))
         filler.unlink()

@@ -73,7 +73,7 @@ async def _all_sent(run: Any, master: w.RawMaster) -> None:
         return sentinel_seen and _is_event(a, 0.0)
     await master.wait_for(restored_after_sentinel, 10)
     master.ack()
-    await await_deferred(until(lambda: run.gateway.outstations[0].stats()["buffered"] == 0, 10))
+    await await_deferred(until(lambda: run.gateway.northbound["iec104"][0].outstations[0].stats()["buffered"] == 0, 10))
 
 
 async def _started(port: int) -> w.RawMaster:
@@ -92,7 +92,7 @@ def outstation(tmp_path: Path, running):
         run = yield running(_site(tmp_path, 1, 1, [_group("dispatch", port, [
             {"point": "d0.r000", "ioa": IOA, "type": "M_ME_TF_1"}], event_buffer={"send_rate": 5000})]))
         yield until(run.all_good)
-        yield until(lambda: run.gateway.outstations[0].listening)
+        yield until(lambda: run.gateway.northbound["iec104"][0].outstations[0].listening)
         return run, port
     return start
 
@@ -116,7 +116,7 @@ async def test_burst_with_the_master_stalled_10s_mid_burst_loses_nothing(outstat
         assert not master.errors and not master.closed
         await master.close()
     await as_deferred(body())
-    await until(lambda: run.gateway.outstations[0].stats()["buffered"] == 0, 10)
+    await until(lambda: run.gateway.northbound["iec104"][0].outstations[0].stats()["buffered"] == 0, 10)
 
 
 @pytest_twisted.ensureDeferred

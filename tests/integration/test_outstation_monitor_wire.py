@@ -54,7 +54,7 @@ def _run(body: Callable[..., Awaitable[Any]], step_os_clock: bool = False) -> Ca
         path, port = _site(tmp_path, step_os_clock)
         run = await running(path)
         await until(run.all_good, 15)
-        await until(lambda: run.gateway.outstations[0].listening)
+        await until(lambda: run.gateway.northbound["iec104"][0].outstations[0].listening)
         await as_deferred(_with_master(body, run, port))
     test.__doc__ = body.__doc__
     return test

@@ -21,7 +21,7 @@ import yaml
 from twisted.internet.threads import deferToThread
 
 from gateway.certs import issue, make_ca, utcnow, write_pair
-from gateway.northbound import dispatchtest
+from gateway.commissioning import dispatchtest
 from tests.integration.sites import Running, until
 from tests.ports import next_port
 
@@ -188,7 +188,7 @@ def test_masters_without_a_valid_certificate_are_refused(tls_outstation, pki: Pa
                                                          why: str, logged: str, caplog) -> Iterator[Any]:
     """No certificate, another CA's, an expired one, or no TLS at all: the link never starts (no STARTDT con), and
     the log says the handshake of which master (host:port) was refused and why."""
-    from gateway.northbound.tls import REFUSALS
+    from gateway.northbound.iec104.tls import REFUSALS
     REFUSALS.forget()  # earlier tests' refusals within the minute must not mute this one
     run, port = yield tls_outstation()
     session = yield deferToThread(raw_master, port, pki, cert, tls)
@@ -205,7 +205,7 @@ def test_a_master_refused_again_and_again_is_logged_once_per_minute(tls_outstati
                                                                     caplog) -> Iterator[Any]:
     """Five refused handshakes from one host (a new source port each): one refusal line, naming the first
     master's address; the others are counted for the next line, not logged."""
-    from gateway.northbound.tls import REFUSALS
+    from gateway.northbound.iec104.tls import REFUSALS
     REFUSALS.forget()
     run, port = yield tls_outstation()
     sessions = []
@@ -221,12 +221,12 @@ def test_a_master_refused_again_and_again_is_logged_once_per_minute(tls_outstati
 def test_pinning_refuses_a_valid_but_unpinned_certificate(tls_outstation, pki: Path, caplog) -> Iterator[Any]:
     """With pinned_masters, a certificate of the right CA that is not pinned is refused (the log names the master's
     address); the pinned one is served."""
-    from gateway.northbound.tls import REFUSALS
+    from gateway.northbound.iec104.tls import REFUSALS
     REFUSALS.forget()
     run, port = yield tls_outstation(pinned=["master2"])
     unpinned = yield deferToThread(raw_master, port, pki, "master1")
     assert not unpinned.started, unpinned
-    yield until(lambda: run.gateway.outstations[0].stats()["refused_masters"] == 1)
+    yield until(lambda: run.gateway.northbound["iec104"][0].outstations[0].stats()["refused_masters"] == 1)
     assert f"104 group dispatch: master {unpinned.address} refused: its certificate is not in tls.pinned_masters" \
         in caplog.text, caplog.text
     pinned = yield deferToThread(raw_master, port, pki, "master2")

@@ -215,7 +215,7 @@ async def test_master_from_a_non_allowed_ip_is_closed_and_counted(tmp_path: Path
     """A master whose IP is not in allowed_masters is disconnected before any frame; the refusal is counted."""
     path, port, _ = _site(tmp_path, allowed_masters=["127.0.0.9"])
     run = await running(path)
-    await until(lambda: run.gateway.outstations[0].listening)
+    await until(lambda: run.gateway.northbound["iec104"][0].outstations[0].listening)
 
     async def body() -> None:
         master = w.RawMaster()
@@ -224,7 +224,7 @@ async def test_master_from_a_non_allowed_ip_is_closed_and_counted(tmp_path: Path
             await master.startdt(timeout=2)
         await master.close()
     await as_deferred(body())
-    assert run.gateway.outstations[0].stats()["refused_masters"] >= 1
+    assert run.gateway.northbound["iec104"][0].outstations[0].stats()["refused_masters"] >= 1
 
 
 @_run
@@ -239,7 +239,7 @@ async def test_malformed_asdus_are_ignored_and_the_link_keeps_serving(run: Any, 
     await master.send_asdu(w.asdu(100, ACT, CA, [(0, w.qoi(20))]))
     await master.collect(lambda a: a.asdu is not None and a.asdu.type_id == 100 and a.asdu.cot == ACT_TERM, 1, 5)
     assert _setpoint(run) == before
-    assert run.gateway.outstations[0].stats()["malformed"] == 3
+    assert run.gateway.northbound["iec104"][0].outstations[0].stats()["malformed"] == 3
     unknown = [a.asdu for a in master.received if a.asdu is not None and a.asdu.type_id == 200]
     assert [(a.cot, a.negative) for a in unknown] == [(44, True)]
 
@@ -274,7 +274,7 @@ async def test_command_before_startdt_act_in_the_same_segment_is_not_executed(ru
     starts and a setpoint sent after STARTDT con is executed."""
     await _setpoint_then_u_frame_does_nothing(run, master, "STARTDT")
     assert not (folder / "audit.jsonl").exists() or not _audit(folder, "received")
-    assert run.gateway.outstations[0].stats()["before_startdt"] == 1
+    assert run.gateway.northbound["iec104"][0].outstations[0].stats()["before_startdt"] == 1
     reply = await _command(master, SETPOINT, 30.0)
     assert (reply.cot, reply.negative) == (ACT_CON, False)
     await master.wait_for(lambda a: a.asdu is not None and a.asdu.type_id == C_SE_NC and a.asdu.cot == ACT_TERM, 5)
@@ -305,12 +305,12 @@ async def test_garbage_from_one_master_logs_a_line_per_kind_not_per_frame(tmp_pa
     """500 malformed ASDUs, 50 ASDUs before STARTDT and 5 connections closed by hat for APCI violations: one
     WARNING per kind from the outstation (the close with its cause, in one line), no traceback from hat."""
     import logging
-    from gateway.northbound.outstation import PEER_LOG
+    from gateway.northbound.iec104.outstation import PEER_LOG
     PEER_LOG.forget()
     path, port, _ = _site(tmp_path)
     run = await running(path)
     await until(run.all_good, 15)
-    outstation = run.gateway.outstations[0]
+    outstation = run.gateway.northbound["iec104"][0].outstations[0]
 
     async def flood() -> None:
         master = w.RawMaster()
@@ -342,7 +342,7 @@ async def test_garbage_from_one_master_logs_a_line_per_kind_not_per_frame(tmp_pa
     assert len([r for r in caplog.records if r.getMessage().endswith(" connected")]) == 7
     assert (outstation.stats()["malformed"], outstation.stats()["before_startdt"]) == (500, 50)
     warnings = [r.getMessage() for r in caplog.records
-                if r.name == "gateway.northbound.outstation" and r.levelno >= logging.WARNING]
+                if r.name == "gateway.northbound.iec104.outstation" and r.levelno >= logging.WARNING]
     assert len(warnings) == 3, warnings
     assert sum("sent a malformed ASDU" in m for m in warnings) == 1
     assert sum("while data transfer was not started" in m for m in warnings) == 1

@@ -1,4 +1,4 @@
-"""The simulator control API (``gateway.simcontrol``) over real HTTP, in-process and behind ``gridgate simulate --control``."""
+"""The simulator control API (``gateway.simulation.simcontrol``) over real HTTP, in-process and behind ``gridgate simulate --control``."""
 
 import json
 import re
@@ -16,8 +16,8 @@ from twisted.internet import reactor, threads
 from twisted.internet.defer import inlineCallbacks
 
 from gateway.config.loader import Site, load_site
-from gateway.interfaces import load_plugins
-from gateway.simcontrol import control_url, parse_hostport, start_control
+from gateway.registry import load_plugins
+from gateway.simulation.simcontrol import control_url, parse_hostport, start_control
 from tests.integration.sites import wait_until
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,7 @@ def site(tmp_path: Path) -> Site:
 @inlineCallbacks
 def with_control(site: Site, body: Any) -> Iterator[Any]:
     """Start the simulator and the API on a free port, run ``body(url, simulator)`` in a thread, stop both."""
-    simulator = load_plugins()["modbus"].simulator(site.devices, reactor)
+    simulator = load_plugins().drivers["modbus"].simulator(site.devices, reactor)
     yield simulator.start()
     listening = start_control(reactor, [simulator], site.devices)
     try:

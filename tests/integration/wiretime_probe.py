@@ -16,7 +16,7 @@ import time
 
 import c104
 
-from gateway.northbound.wiretime import WireClock
+from gateway.iec104.wiretime import WireClock
 
 CA = 47
 WIRE_ZONES = {11: "UTC", 12: "Asia/Shanghai"}

@@ -5,10 +5,10 @@ import datetime
 import pytest
 from hat.drivers.iec60870.encodings import iec104 as enc
 
-from gateway.config.iec104 import PointMap
+from gateway.iec104.wiretime import WireClock
 from gateway.model import Quality
-from gateway.northbound.asdus import InfoObject, cause, cp56, element, from_cp56, objects_per_asdu, pack
-from gateway.northbound.wiretime import WireClock
+from gateway.northbound.iec104.asdus import InfoObject, cause, cp56, element, from_cp56, objects_per_asdu, pack
+from gateway.northbound.iec104.section import PointMap
 from tests import wire104 as w
 
 

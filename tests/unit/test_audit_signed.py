@@ -14,7 +14,7 @@ from gateway.commands.audit import (CHECKPOINT, GENESIS, OPEN, RECEIVED, AuditEr
                                     ChainBroken, LogCut, LogReplaced, RecordDamaged, SignatureInvalid, WrongKey,
                                     log_files, verify)
 from gateway.commands.auditrecord import written_hash_ok
-from tests.auditlogs import (Keys, StepClock, crash, line_of_seq, lines_of, rechain, rewrite, signed_log, snapshot)
+from tests.auditlogs import Keys, StepClock, crash, line_of_seq, lines_of, rechain, rewrite, signed_log, snapshot
 
 
 @pytest.fixture
@@ -340,7 +340,7 @@ def test_interrupted_rotation_is_finished_on_restart(path: Path, keys: Keys) -> 
     """A crash after renaming the old part but before the new genesis: the restart opens the next part, linked."""
     log = AuditLog(path, key=keys.private, max_bytes=1)
     log.append(RECEIVED, command="c1")
-    with mock.patch.object(audit_module, "_open_locked", side_effect=AuditError("disk gone")):
+    with mock.patch.object(audit_module, "open_locked", side_effect=AuditError("disk gone")):
         with pytest.raises(AuditError):
             log.append(RECEIVED, command="c2")
     crash(log)

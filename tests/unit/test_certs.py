@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.certs import (CertError, days_left, describe, ekus, expiry_text, issue, key_matches, load_cert, load_key,
                            make_ca, sans, utcnow, write_pair)
-from gateway.config.iec104 import MasterGroup, TlsSpec
-from gateway.northbound.tls import log_expiry, summary, tls_problems
+from gateway.northbound.iec104.section import MasterGroup, TlsSpec
+from gateway.northbound.iec104.tls import log_expiry, summary, tls_problems
 
 DAY = datetime.timedelta(days=1)
 
@@ -236,7 +236,7 @@ def test_min_version_accepts_yaml_numbers() -> None:
 def test_refusals_are_logged_once_a_minute_per_cause_with_the_count_suppressed(caplog) -> None:
     """A master refused every second: one line per minute and cause, the next one counting what was suppressed."""
     import logging
-    from gateway.northbound.tls import RefusalLog
+    from gateway.northbound.iec104.tls import RefusalLog
     now = [0.0]
     refusals = RefusalLog(60.0, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING):

@@ -1,9 +1,13 @@
 """`gridgate check` and `gridgate run` on broken input: every problem named by file:line, nothing started."""
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+from gateway.cli import build_parser
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "bad"
 
@@ -111,3 +115,72 @@ def test_check_into_a_closed_pipe_ends_quietly() -> None:
     stderr = proc.stderr.read()
     assert proc.wait(timeout=60) == 1
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def test_a_site_level_schema_error_hides_nothing_else(tmp_path: Path) -> None:
+    """A bad InfluxDB url (site schema), a bad device entry, a connection problem, a device-level
+    poll setting the driver refuses, a broken profile and a 104 mapping problem: one run names all.
+    Points of devices that failed are not reported again as missing."""
+    profile = tmp_path / "pcs.yaml"
+    profile.write_text("model: p\nkind: pcs\nprotocol: modbus\npoints:\n"
+                       "  - {id: p_active, table: input, address: 0, type: int16, unit: kW}\n"
+                       "  - {id: q, table: input, address: 0, type: int16, unit: kvar}\n")
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "site: s\n"                                                            # 1
+        "influx: {url: ftp://x, bucket: b}\n"                                  # 2
+        "devices:\n"                                                           # 3
+        "  - name: meter1\n"                                                   # 4
+        "    profile: meter/gridgate-meter-3p\n"                               # 5
+        "    connection: {host: 127.0.0.1, port: 15022, unit: 300}\n"          # 6
+        "  - name: meter2\n"                                                   # 7
+        "    profile: meter/gridgate-meter-3p\n"                               # 8
+        "    connection: {host: 127.0.0.1, port: 15023}\n"                     # 9
+        "    poll_s: -1\n"                                                     # 10
+        "  - {name: 9bad, profile: x, connection: {}}\n"                       # 11
+        "  - name: pcs1\n"                                                     # 12
+        "    profile: pcs.yaml\n"                                              # 13
+        "    connection: {host: 127.0.0.1, port: 15024}\n"                     # 14
+        "  - name: meter3\n"                                                   # 15
+        "    profile: meter/gridgate-meter-3p\n"                               # 16
+        "    connection: {host: 127.0.0.1, port: 15025}\n"                     # 17
+        "master_groups:\n"                                                     # 18
+        "  - name: g\n"                                                        # 19
+        "    bind: 127.0.0.1\n"                                                # 20
+        "    allowed_masters: [127.0.0.1]\n"                                   # 21
+        "    common_address: 1\n"                                              # 22
+        "    points:\n"                                                        # 23
+        "      - {point: meter1.voltage_l1, ioa: 1, type: M_ME_NC_1}\n"         # 24
+        "      - {point: meter3.nothing, ioa: 2, type: M_ME_NC_1}\n"            # 25
+        "      - {point: pcs1.p_active, ioa: 3, type: M_ME_NC_1}\n")            # 26
+    result = _gridgate("check", str(site), cwd=tmp_path)
+    assert result.returncode == 1
+    expected = [f"{site}:2: influx.url:", f"{site}:6: devices[0].connection.unit:", f"{site}:10: devices[1].poll_s:",
+                f"{site}:11: devices[2].name:", f"{profile}:6: points[1].address:", f"{site}:13: devices[3].profile:",
+                f"{site}:25: master_groups[0].points[1].point: no point 'meter3.nothing' in this site"]
+    lines = result.stderr.splitlines()
+    for prefix in expected:
+        assert any(line.startswith(prefix) for line in lines), (prefix, result.stderr)
+    assert not any("meter1.voltage_l1" in line or "pcs1.p_active" in line for line in lines), result.stderr
+
+
+def test_help_lists_every_command_on_one_line(tmp_path: Path) -> None:
+    """`gridgate --help` on an 80-column terminal: each subcommand the parser knows, with its help, on one line."""
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    result = subprocess.run([sys.executable, "-m", "gateway", "--help"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "COLUMNS": "80"})
+    lines = result.stdout.splitlines()
+    assert len(commands.choices) == 9
+    for name in commands.choices:
+        row = [line for line in lines if line.split()[:1] == [name]]
+        assert len(row) == 1 and len(row[0].split()) > 2, (name, result.stdout)
+        following = lines[lines.index(row[0]) + 1] if lines.index(row[0]) + 1 < len(lines) else ""
+        assert not following.startswith(" " * 8), (name, "its help wraps onto the next line", result.stdout)
+
+
+def test_the_modbus_sample_site_is_valid(tmp_path: Path) -> None:
+    """drivers/modbus/sample-site.yaml (quoted in the driver's README) passes check: TCP, RTU over TCP, RTU serial."""
+    result = _gridgate("check", str(CASES.parents[1].parent / "drivers" / "modbus" / "sample-site.yaml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "modbus: 3 device(s)" in result.stdout and "bms2: GG-BMS-S48" in result.stdout

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.northbound.controlrules import Action, ControlFrame, ControlRules
+from gateway.northbound.iec104.controlrules import Action, ControlFrame, ControlRules
 
 CA, DIRECT, SBO = 5, 100, 200
 T0 = 1000.0

@@ -7,7 +7,7 @@ import pytest
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, STDLibLogObserver
 
-from gateway.demo import QUIET_TWISTED
+from gateway.commissioning.demo import QUIET_TWISTED
 
 
 @pytest.fixture

@@ -6,13 +6,14 @@ import time
 import pytest
 
 from drivers.modbus.profile import ModbusPoint
-from gateway.config.iec104 import MasterGroup, PointMap
+from gateway.commissioning.dispatchcheck import (Arrival, Expectation, Probe, TagCheck, ValueHistory, Verdict,
+                                                 check_row, expectations, unexpected_ioas)
+from gateway.commissioning.dispatchprobe import ProbePlan, answer_to, histogram, latency_summary, nudge, plan_probes
+from gateway.commissioning.wirevalues import wire_value
 from gateway.config.profile import Limits, SimBehaviour
-from gateway.northbound.dispatchcheck import (Arrival, Expectation, Probe, TagCheck, ValueHistory, Verdict, check_row,
-                                              expectations, unexpected_ioas, wire_value)
-from gateway.northbound.dispatchprobe import (ProbePlan, answer_to, histogram, latency_summary, nudge,
-                                              percentile, plan_probes)
-from gateway.northbound.wiretable import wire_rows
+from gateway.metrics import percentile
+from gateway.northbound.iec104.section import MasterGroup, PointMap
+from gateway.northbound.iec104.wiretable import wire_rows
 
 NOW = 1_800_000_000.0
 

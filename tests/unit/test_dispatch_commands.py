@@ -8,15 +8,16 @@ import pytest
 from hat.drivers.iec60870.encodings import iec104 as enc
 
 from drivers.modbus.profile import ModbusPoint
-from gateway.config.iec104 import CommandMap, CommandPolicy, MasterGroup, PointMap
+from gateway.commands.policy import CommandPolicy
+from gateway.commissioning.commandtrips import CommandTrips
+from gateway.commissioning.dispatchcheck import Arrival, CommandTrip, DispatchResult, Verdict
+from gateway.commissioning.report import html_page, junit_tree, summary_text
+from gateway.commissioning.tripcheck import (CommandFrame, NoSafeValue, Timeline, command_latency_summary, decode,
+                                             device_tolerance, encode, monitored_value, plan_command,
+                                             termination_notes, timeline, trip_check, unchecked_trips)
 from gateway.config.profile import Limits
-from gateway.northbound.commanding import command_value
-from gateway.northbound.commandtrips import CommandTrips
-from gateway.northbound.dispatchcheck import Arrival, CommandTrip, DispatchResult, Verdict
-from gateway.northbound.dispatchcommands import (CommandFrame, NoSafeValue, Timeline, command_latency_summary, decode,
-                                                 device_tolerance, encode, monitored_value, plan_command,
-                                                 termination_notes, timeline, trip_check, unchecked_trips)
-from gateway.northbound.report import html_page, junit_tree, summary_text
+from gateway.northbound.iec104.commandpoints import command_value
+from gateway.northbound.iec104.section import CommandMap, MasterGroup, PointMap
 
 SETPOINT = ModbusPoint(id="p_set", address=2001, type="int16", scale=0.1,
                        writable=Limits(min=-250, max=250, ramp_per_s=50, readback_tolerance=0.1))
@@ -124,7 +125,7 @@ def test_encoding_per_command_type(type_name: str, extra: dict, value: float, wi
 
 
 def _element(type_name: str, wire: Any) -> Any:
-    """The information element the outstation decodes for ``wire`` (hat-drivers' types, as ``commanding`` reads them)."""
+    """The information element the outstation decodes for ``wire`` (hat-drivers' types, as ``commandpoints`` reads them)."""
     if type_name.startswith("C_SC"):
         return enc.IoElement_C_SC_NA(enc.SingleValue.ON if wire else enc.SingleValue.OFF, False, 0)
     if type_name.startswith("C_DC"):

@@ -3,8 +3,8 @@
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from gateway.northbound.dispatchcheck import Check, DispatchResult, Probe, Verdict
-from gateway.northbound.report import histogram_svg, html_page, junit_tree, summary_text, write_html, write_junit
+from gateway.commissioning.dispatchcheck import Check, DispatchResult, Probe, Verdict
+from gateway.commissioning.report import histogram_svg, html_page, junit_tree, summary_text, write_html, write_junit
 
 P, F, U = Verdict.PASS, Verdict.FAIL, Verdict.UNCHECKED
 

@@ -10,7 +10,7 @@ from twisted.internet.defer import fail, succeed
 
 from gateway.commands.audit import AuditLog
 from gateway.commands.gate import CommandGate, CommandRequest
-from gateway.config.iec104 import CommandPolicy
+from gateway.commands.policy import CommandPolicy
 from gateway.config.profile import PointSpec
 from gateway.errors import CommandFailed, CommandRejected
 from gateway.model import CommandResult, Quality, Sample

@@ -3,16 +3,15 @@
 from pathlib import Path
 
 from drivers.modbus.profile import ModbusConnection, ModbusPoint, ModbusProfile
-from gateway.interfaces import Device
-from gateway.livetable import render
-from gateway.model import Quality, Sample
+from gateway.model import Device, Quality, Sample
 from gateway.points import PointTable
+from gateway.simulation.livetable import render
 
 
 def _device() -> Device:
     profile = ModbusProfile(model="T", kind="meter", protocol="modbus",
                             points=[ModbusPoint(id=f"p{i}", address=i, unit="V") for i in range(10)])
-    return Device("m", profile, Path("t.yaml"), ModbusConnection(host="127.0.0.1"), 1.0, 1.0, 0, 3)
+    return Device("m", profile, Path("t.yaml"), ModbusConnection(host="127.0.0.1"))
 
 
 def _table() -> PointTable:

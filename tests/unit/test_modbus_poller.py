@@ -6,6 +6,7 @@ from typing import Any, Iterator
 
 import pytest
 import pytest_twisted
+from twisted.internet.task import Clock
 
 from drivers.modbus.poller import PROBE_MAX_S, DevicePoller, failure_cause
 from drivers.modbus.profile import ModbusPoint, ModbusProfile
@@ -34,7 +35,9 @@ class ScriptedLink:
 
 def _poller(link: ScriptedLink, sink: RecordingSink) -> DevicePoller:
     device = modbus_device("m", PROFILE, offline_after=2, host="127.0.0.1", port=1502)
-    return DevicePoller(device, link, sink, None, lambda: 1000.0)  # type: ignore[arg-type]
+    clock = Clock()
+    clock.advance(1000.0)
+    return DevicePoller(device, link, sink, clock)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("exc", "cause"), [
@@ -49,7 +52,7 @@ def test_failure_cause_names_the_counter(exc: Exception, cause: str) -> None:
 @pytest_twisted.inlineCallbacks
 def test_unexpected_error_is_contained_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> Iterator:
     """An IndexError in a poll fails it like a timeout (NT, then IV), is counted, and logs once per episode."""
-    caplog.set_level(logging.INFO, logger="drivers.modbus.poller")
+    caplog.set_level(logging.INFO, logger="gateway.health")
     sink = RecordingSink()
     poller = _poller(ScriptedLink([5], IndexError("short"), IndexError("short"),
                                   BadReply("m", "function_code", "FC3, expected FC4"), [6]), sink)
@@ -70,6 +73,6 @@ def test_unexpected_error_is_contained_counted_and_logged_once(caplog: pytest.Lo
 def test_probe_interval_survives_a_long_outage() -> None:
     """Thousands of failed probes keep the probe interval at its cap (2 ** n once overflowed a float)."""
     poller = _poller(ScriptedLink(), RecordingSink())
-    poller.failures = 5000
-    poller._failed(DeviceTimeout("m", "no answer"))
-    assert poller._next_probe == 1000.0 + PROBE_MAX_S
+    for _ in range(5000):
+        poller.health.failed("timeout", DeviceTimeout("m", "no answer"))
+    assert poller.health._probe.next_at == 1000.0 + PROBE_MAX_S

@@ -6,9 +6,9 @@ import struct
 import pytest
 from hat.drivers.iec60870.encodings import iec104 as enc
 
-from gateway.config.iec104 import PointMap
-from gateway.northbound.asdus import InfoObject, cause, element, pack
-from gateway.northbound.monitorframes import FrameError, MonitorObject, monitor_objects
+from gateway.iec104.monitorframes import FrameError, MonitorObject, monitor_objects
+from gateway.northbound.iec104.asdus import InfoObject, cause, element, pack
+from gateway.northbound.iec104.section import PointMap
 
 CP56 = bytes([0xE8, 0x03, 0x05, 0x0A, 0x3F, 0x03, 0x1A])  # 1.000 s, 10:05, day 31 (dow 1), March, 2026
 

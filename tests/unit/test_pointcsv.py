@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from gateway.commissioning import pointcsv
+from gateway.commissioning.groups import UnknownGroup
+from gateway.commissioning.pointcsv import export_rows, import_csv, write_csv
+from gateway.commissioning.pointtable import COLUMNS
 from gateway.config.loader import Site, load_site
 from gateway.config.source import ConfigErrors
-from gateway.interfaces import load_plugins
-from gateway.northbound import pointcsv
-from gateway.northbound.outstation import _by_point
-from gateway.northbound.pointcsv import UnknownGroup, export_rows, import_csv, write_csv
-from gateway.northbound.pointtable import COLUMNS
-from gateway.northbound.wiretable import wire_rows
+from gateway.northbound.iec104.outstation import _by_point
+from gateway.northbound.iec104.wiretable import wire_rows
+from gateway.registry import load_plugins
 
 CASE = Path(__file__).resolve().parents[1] / "cases" / "pointcsv" / "site.yaml"
 PLUGINS = load_plugins()

@@ -6,8 +6,8 @@ import pytest
 from hat.drivers import net
 from hat.drivers.iec60870.apci import logger as hat_logger
 
-from gateway.northbound.masterlink import CLOSE_CAUSES, HAT_CONNECTION_LOGGER
-from gateway.northbound.tls import RefusalLog
+from gateway.northbound.iec104.masterlink import CLOSE_CAUSES, HAT_CONNECTION_LOGGER
+from gateway.northbound.iec104.tls import RefusalLog
 from gateway.ratelog import RateLimitedLog
 
 log = logging.getLogger("tests.ratelog")

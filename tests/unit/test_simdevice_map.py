@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from drivers.modbus.profile import ModbusProfile
-from drivers.modbus.simdevice import TABLES, _Table, functions_of, implemented_ranges
+from drivers.modbus.sim.device import TABLES, _Table, functions_of, implemented_ranges
 
 PROFILES = Path(__file__).resolve().parents[2] / "device_profiles"
 

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from gateway.config.profile import PointSpec, ProfileSpec, SimBehaviour
-from gateway.simvalues import ValueEngine
+from gateway.simulation.simvalues import ValueEngine
 
 
 def profile(*points: PointSpec) -> ProfileSpec:

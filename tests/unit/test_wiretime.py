@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from gateway.northbound.wiretime import WireClock
+from gateway.iec104.wiretime import WireClock
 
 UTC = datetime.timezone.utc
 Fields = tuple[int, int, int, int, int, int]  # year, month, day, hour, minute, ms in minute

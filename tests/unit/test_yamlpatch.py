@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.commissioning.yamlpatch import replace_group_lists
 from gateway.config.source import ConfigErrors
-from gateway.config.yamlpatch import replace_group_lists
 
 SITE = ("# site comment\n"
         "master_groups:\n"
