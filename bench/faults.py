@@ -367,7 +367,7 @@ def run_iec104(frames: int, seed: int, batch: int, folder: Path, deadline_s: flo
             f"unhandled_exceptions={unhandled} undecodable_replies={tally.undecodable} "
             f"sequence_errors={tally.sequence_errors} "
             f"i_frames_before_startdt={tally.i_before_startdt} gi_checks={tally.checks} "
-            f"replies[{replies}] rose{_rose_text(changes, lambda k: k.startswith('outstations'))} "
+            f"replies[{replies}] rose{_rose_text(changes, lambda k: k.startswith('northbound'))} "
             f"exit={code} in {tally.seconds:.0f} s")
     return {"line": line, "tally": tally, "crashes": crashes, "rss_before": rss_before, "rss_after": rss_after,
             "rose": changes, "audit": audit, "probes": probe_lines, "exit": code, "log": gateway.log_path,

@@ -77,7 +77,7 @@ def measure(site_path: Path, args: argparse.Namespace):
     spooled = gateway.spool.stats()["committed"] - spool0
     sent = _sent(gateway) - sent0
     cpu = cpu_s() - cpu0
-    skipped = sum(dev["skipped_polls"] for drv in gateway.stats()["drivers"] for dev in drv["devices"].values())
+    skipped = int(gateway.metrics.total("gridgate_skipped_polls_total"))
     depth = gateway.spool.stats()["depth"]
     yield gateway.stopService()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -101,6 +101,8 @@ def test_schema_writes_site_and_profile_schemas(tmp_path: Path) -> None:
     site = json.loads((tmp_path / "schemas" / "site.schema.json").read_text())
     profile = json.loads((tmp_path / "schemas" / "profile-modbus.schema.json").read_text())
     assert "master_groups" in site["properties"] and "points" in profile["properties"]
+    device = site["$defs"]["DeviceEntry"]["properties"]
+    assert {"connection", "poll_s", "timeout_s", "retries", "offline_after"} <= device.keys()  # a polling driver is installed
 
 
 def test_check_into_a_closed_pipe_ends_quietly() -> None:
