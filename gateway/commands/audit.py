@@ -43,10 +43,6 @@ the secret that can forge the log).
   sealed (reason ``rotate``), renamed ``<path>.<part>`` and a new file opened at ``path`` whose
   genesis links to the old file's last hash; ``seq`` continues across files. ``verify`` takes the
   set of files, orders them by ``part`` and names a missing one.
-* **Speed**: records of a signed log are hashed in their *written form* (the bytes on the line,
-  see ``auditrecord``), so verifying costs one JSON parse and one hash per record, plus one
-  signature check per checkpoint: 1,000,000 records verify in about 6 s with SHA-256
-  (``bench/audit.py``).
 * **Unsigned mode** (``key=None``): the log of earlier versions, a canonical-form hash chain with
   no checkpoints; ``verify`` reports it as UNSIGNED, never as OK. Opening such a file with a key
   upgrades it in place: an ``open`` record (reason ``upgrade``) seals the records before it.
@@ -63,10 +59,6 @@ only its fsync thread (``background_sync``) runs beside it.
 
 This module is the writer and re-exports what callers import (the other ``audit*`` modules are
 listed in the package docstring).
-
-The command gate writes these fields (all optional, ``show`` displays them): ``command`` (the id
-from ``new_command_id``), ``group`` (master group), ``point`` (device.point), ``value``,
-``reason``, plus ``ioa``, ``type``, ``issued_at``, ``origin``, ``latency_ms``.
 """
 
 import os

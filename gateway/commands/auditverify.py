@@ -9,6 +9,10 @@ writer's, or a copy an auditor kept) must name a checkpoint that is in the chain
 cut before it or replaced. ``VerifyResult.status`` is ``ok`` only for a signed chain whose
 signatures were checked against the given public key; an intact chain is ``unproven`` without
 the public key and ``unsigned`` when it has no signed genesis at all.
+
+Speed: records of a signed log are hashed in their *written form* (the bytes on the line, see
+``auditrecord``), so verifying costs one JSON parse and one hash per record, plus one signature
+check per checkpoint: 1,000,000 records verify in about 6 s with SHA-256 (``bench/audit.py``).
 """
 
 import json

@@ -7,6 +7,10 @@ and the target point valid; the site's interlocks (evaluated on the latest good 
 closed when an interlock's point has no valid value); one command per device at a time. Then
 the driver writes with a deadline and reads back (tolerance per point), and only then is the
 command confirmed. The fail-safe uses the same pipeline with its own origin.
+
+Its audit records carry (all optional; ``audit show`` displays them): ``command`` (the id from
+``new_command_id``), ``group`` (master group), ``point`` (device.point), ``value``, ``reason``,
+plus ``ioa``, ``type``, ``issued_at``, ``origin``, ``latency_ms``.
 """
 
 import logging
