@@ -76,7 +76,7 @@ class DispatchTest:
         self.tags = tag_check(group.wire_time_zone, options.time_tolerance_s)
         host, port = options.target
         self.result = DispatchResult(group.name, f"{host}:{port}", group.common_address, time.time())
-        self._lag = {d.name: poll_period(d) + VALUE_SLACK_S for d in site.devices}
+        self._lag = {d.name: value_age(d) + VALUE_SLACK_S for d in site.devices}
         self._tunnel: Optional[TlsTunnel] = None
 
     def run(self) -> DispatchResult:
@@ -310,8 +310,14 @@ def _hours(offset: datetime.timedelta) -> str:
 
 
 def poll_period(device: Device) -> float:
-    """How late a device's value may be: its poll period, 0 for a driver that pushes changes."""
+    """A polled device's period; 0 for a driver that pushes changes."""
     return float(getattr(device.connection, "poll_s", 0.0))
+
+
+def value_age(device: Device) -> float:
+    """How old a good value in the gateway may be: one poll period plus the request that read it
+    (its answer may take up to ``timeout_s``); 0 for a driver that pushes changes."""
+    return poll_period(device) + float(getattr(device.connection, "timeout_s", 0.0)) if poll_period(device) else 0.0
 
 
 def run_dispatch_test(site: Site, options: Options) -> DispatchResult:
