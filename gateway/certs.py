@@ -1,4 +1,5 @@
-"""``gridgate certs``: a small CA for the TLS of the 104 master groups (IEC 62351-3).
+"""``gridgate certs``: a small CA for the TLS of the 104 master groups (IEC 62351-3) and the
+gateway's OPC UA application certificate.
 
 ``init`` makes a CA (``ca.crt``, ``ca.key``), ``issue`` a server certificate (EKU serverAuth, with
 the names masters connect to as SANs) or a client certificate (EKU clientAuth, one per dispatch
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
-Role = Literal["server", "client"]
+Role = Literal["server", "client", "opcua"]
 CA_DAYS = 3650
 LEAF_DAYS = 730
 EKU_NAMES = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth", ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth"}
@@ -83,12 +84,15 @@ def make_ca(common_name: str = "gridgate CA", days: int = CA_DAYS, use_rsa: bool
 
 
 def issue(ca: KeyPair, name: str, role: Role, ips: Iterable[str] = (), dns: Iterable[str] = (),
-          days: int = LEAF_DAYS, use_rsa: bool = False, not_before: datetime.datetime | None = None) -> KeyPair:
-    """A certificate with CN ``name`` signed by ``ca``: serverAuth with SANs, or clientAuth;
-    never valid after the CA.
+          days: int = LEAF_DAYS, use_rsa: bool = False, not_before: datetime.datetime | None = None,
+          uri: str | None = None) -> KeyPair:
+    """A certificate with CN ``name`` signed by ``ca``: serverAuth with SANs, clientAuth, or an
+    OPC UA application instance certificate; never valid after the CA.
 
     A server certificate needs at least one SAN (the address or name masters connect to): TLS
-    clients check the name against the SANs, not the CN.
+    clients check the name against the SANs, not the CN. An OPC UA certificate (``opcua``) is
+    RSA with the application URI as a URI SAN (a server checks it against the client's
+    ApplicationUri), the key usages OPC UA's security policies need, and both EKUs.
     """
     try:
         sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
@@ -97,6 +101,11 @@ def issue(ca: KeyPair, name: str, role: Role, ips: Iterable[str] = (), dns: Iter
     sans += [x509.DNSName(d) for d in dns]
     if role == "server" and not sans:
         raise CertError("a server certificate needs --ip or --dns: the address or name the masters connect to")
+    if role == "opcua":
+        if not uri:
+            raise CertError("an OPC UA certificate needs --uri: the application URI (e.g. urn:gridgate:site1)")
+        sans.insert(0, x509.UniformResourceIdentifier(uri))
+        use_rsa = True
     if days < 1:
         raise CertError("--days must be at least 1")
     key = new_key(use_rsa)
@@ -107,16 +116,22 @@ def issue(ca: KeyPair, name: str, role: Role, ips: Iterable[str] = (), dns: Iter
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(start).not_valid_after(end)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=use_rsa, content_commitment=False,
-                                            data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                            crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if role == "server"
-                                                     else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+               .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=use_rsa,
+                                            content_commitment=role == "opcua", data_encipherment=role == "opcua",
+                                            key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                            encipher_only=False, decipher_only=False), critical=True)
+               .add_extension(x509.ExtendedKeyUsage(_ekus(role)), critical=False)
                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False))
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return KeyPair(builder.sign(ca.key, hashes.SHA256()), key)
+
+
+def _ekus(role: Role) -> list[x509.ObjectIdentifier]:
+    if role == "opcua":
+        return [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    return [ExtendedKeyUsageOID.SERVER_AUTH if role == "server" else ExtendedKeyUsageOID.CLIENT_AUTH]
 
 
 # -- files ----------------------------------------------------------------------------------------
@@ -211,13 +226,14 @@ def fingerprint(cert: x509.Certificate) -> str:
 
 
 def sans(cert: x509.Certificate) -> list[str]:
-    """Subject alternative names as ``DNS:...`` / ``IP:...``."""
+    """Subject alternative names as ``URI:...`` / ``DNS:...`` / ``IP:...``."""
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
-    return [f"DNS:{n}" for n in names.get_values_for_type(x509.DNSName)] + \
-           [f"IP:{n}" for n in names.get_values_for_type(x509.IPAddress)]
+    return ([f"URI:{n}" for n in names.get_values_for_type(x509.UniformResourceIdentifier)]
+            + [f"DNS:{n}" for n in names.get_values_for_type(x509.DNSName)]
+            + [f"IP:{n}" for n in names.get_values_for_type(x509.IPAddress)])
 
 
 def ekus(cert: x509.Certificate) -> list[str]:
@@ -266,10 +282,11 @@ def cmd_issue(args: argparse.Namespace) -> int:
         raise CertError(f"--name {args.name!r}: letters, digits, '_', '.', '-' only (it names the files)")
     folder = Path(args.dir)
     ca = load_ca(folder)
-    pair = issue(ca, args.name, args.role, args.ip, args.dns, args.days, args.rsa)
+    pair = issue(ca, args.name, args.role, args.ip, args.dns, args.days, args.rsa, uri=args.uri)
     out = Path(args.out) if args.out else folder
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_pair(pair, out / f"{args.name}.crt", out / f"{args.name}.key", args.force)
-    extra = f", {', '.join(sans(pair.cert))}" if args.role == "server" else ""
+    extra = f", {', '.join(sans(pair.cert))}" if args.role != "client" else ""
     print(f"{out / (args.name + '.crt')}: {args.role} {common_name(pair.cert.subject)}{extra}, {expiry_text(pair.cert)}")
     print(f"  sha256 {fingerprint(pair.cert)}")
     if pair.cert.not_valid_after_utc == ca.cert.not_valid_after_utc:
@@ -314,8 +331,10 @@ def add_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
     iss = verbs.add_parser("issue", help="issue NAME.crt and NAME.key signed by DIR's CA")
     iss.add_argument("dir")
     iss.add_argument("--name", required=True, help="common name, and the file names")
-    iss.add_argument("--role", required=True, choices=["server", "client"],
-                     help="server: the gateway's outstation; client: one dispatch master")
+    iss.add_argument("--role", required=True, choices=["server", "client", "opcua"],
+                     help="server: the gateway's outstation; client: one dispatch master; opcua: the gateway "
+                          "as an OPC UA client (RSA, application URI SAN)")
+    iss.add_argument("--uri", default=None, help="OPC UA application URI (role opcua), e.g. urn:gridgate:site1")
     iss.add_argument("--ip", action="append", default=[], help="IP address SAN (server; repeatable)")
     iss.add_argument("--dns", action="append", default=[], help="DNS name SAN (server; repeatable)")
     iss.add_argument("--days", type=int, default=LEAF_DAYS, help=f"validity (default {LEAF_DAYS})")

@@ -20,7 +20,7 @@ a watchdog report ``failed("silence")`` for each ``silence_s`` in which nothing 
 """
 
 import logging
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -44,13 +44,17 @@ class DeviceHealth:
     """Failure counting, NT/IV/_online publication and offline probing for one device."""
 
     def __init__(self, device: str, points: Sequence[str], sink: ISampleSink, clock: IReactorTime,
-                 offline_after: int, probe: Backoff | None = None, silence_s: float | None = None,
-                 metrics: Metrics | None = None) -> None:
-        if offline_after < 1 or (silence_s is not None and silence_s <= 0):
-            raise ValueError(f"{device}: offline_after must be >= 1 and silence_s > 0; "
-                             f"got {offline_after}, {silence_s}")
+                 offline_after: int | None, probe: Backoff | None = None, silence_s: float | None = None,
+                 metrics: Metrics | None = None, offline_after_s: float | None = None) -> None:
+        if (offline_after is None and offline_after_s is None) or (offline_after is not None and offline_after < 1) \
+                or (silence_s is not None and silence_s <= 0) or (offline_after_s is not None and offline_after_s <= 0):
+            raise ValueError(f"{device}: give offline_after >= 1 or offline_after_s > 0, and silence_s > 0; "
+                             f"got {offline_after}, {offline_after_s}, {silence_s}")
         self.device = device
         self.offline_after = offline_after
+        self._offline_after_s = offline_after_s
+        self._gave_up = False  # declared offline by time (offline_after_s), not by count
+        self._give_up_call: Any = None
         self._ids = {p: point_id(device, p) for p in points}
         self._online_id = point_id(device, ONLINE_POINT)
         self._sink = sink
@@ -73,8 +77,8 @@ class DeviceHealth:
 
     @property
     def offline(self) -> bool:
-        """Declared offline: ``offline_after`` consecutive exchanges failed."""
-        return self.failures >= self.offline_after
+        """Declared offline: ``offline_after`` consecutive exchanges failed, or failures lasted ``offline_after_s``."""
+        return self._gave_up or (self.offline_after is not None and self.failures >= self.offline_after)
 
     def probe_due(self) -> bool:
         """Whether the driver may talk to the device now (an offline device only when its probe is due)."""
@@ -105,6 +109,9 @@ class DeviceHealth:
                      extra={"episode": "recovered"})
         self.failures = 0
         self._episode.clear()
+        self._gave_up = False
+        if self._give_up_call is not None and self._give_up_call.active():
+            self._give_up_call.cancel()
         if self._probe is not None:
             self._probe.succeeded()
         self.publish(values, source_time)
@@ -124,12 +131,24 @@ class DeviceHealth:
         self._episode[cause] = self._episode.get(cause, 0) + 1
         if self.failures == 1:
             self._publish_stale(Quality.NT)
-        if self.failures == self.offline_after:
+            if self._offline_after_s is not None:
+                self._give_up_call = self._clock.callLater(self._offline_after_s, self._time_out)
+        if self.failures == self.offline_after and not self._gave_up:
             log.warning("%s: declared offline after %d failed polls, points IV", self.device, self.failures)
-            self._publish_stale(Quality.IV | Quality.NT)
-            self._publish_online(False)
+            self._go_offline()
         if self.offline and self._probe is not None:
             self._probe.failed()
+
+    def _time_out(self) -> None:
+        if self.failures and not self.offline:
+            log.warning("%s: declared offline after %g s without a good exchange, points IV", self.device,
+                        self._offline_after_s)
+            self._gave_up = True
+            self._go_offline()
+
+    def _go_offline(self) -> None:
+        self._publish_stale(Quality.IV | Quality.NT)
+        self._publish_online(False)
 
     def heard(self) -> None:
         """Something arrived from the device (the silence watchdog's notion of alive); publishes nothing."""

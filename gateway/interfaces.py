@@ -89,6 +89,10 @@ class IDriverPlugin(Interface):
     profile_model = Attribute("pydantic model (a ProfileSpec) its profiles validate against")
     connection_model = Attribute("pydantic model a device's ``connection:`` validates against")
 
+    def prepare(connection: Any, folder: Any) -> Any:
+        """The validated connection with its file names (certificates...) resolved against the
+        site file's folder (a Path)."""
+
     def profile_problems(profile: Any) -> list:
         """Checks that span several points (overlaps, ...), as (location in the profile, message)."""
 

@@ -4,6 +4,7 @@
 """
 
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from zope.interface import implementer
@@ -27,6 +28,10 @@ class ModbusPlugin:
     name = "modbus"
     profile_model = ModbusProfile
     connection_model = ModbusConnection
+
+    def prepare(self, connection: ModbusConnection, folder: Path) -> ModbusConnection:
+        """A serial port path is a device name, not a file of the site: nothing to resolve."""
+        return connection
 
     def profile_problems(self, profile: ProfileSpec) -> list[Problem]:
         """Points past the end of the address space, or two points claiming one register.

@@ -26,7 +26,8 @@ from gateway.aio import as_deferred
 from gateway.errors import CommandFailed, CommandRejected, DeviceError, DeviceException
 from gateway.interfaces import IDriver, ISampleSink
 from gateway.metrics import Metrics
-from gateway.model import Command, CommandResult, Device, Quality
+from gateway.model import Command, CommandResult, Device
+from gateway.writecheck import check_readback, writable_point
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class ModbusBusDriver:
         poller = self.pollers.get(command.device)
         if poller is None:
             raise CommandRejected(f"{command.device}: not a device of {self.link.name}")
-        point = _writable_point(poller, command)
+        point: ModbusPoint = writable_point(poller.profile, command)  # type: ignore[assignment]
         remaining = command.deadline - self._clock()
         if remaining <= 0:
             raise CommandRejected(f"{command.device}.{command.point}: deadline passed before writing")
@@ -80,7 +81,7 @@ class ModbusBusDriver:
         except DeviceError as exc:
             raise CommandFailed(f"{command.device}.{command.point}: written, read-back failed: {exc}", True) from exc
         poller.publish_readback(point.id, value, quality)
-        _check_readback(command, point, value, quality)
+        check_readback(command, point, value, quality)
         return CommandResult(command, value, self._clock())
 
     async def _write(self, poller: DevicePoller, point: ModbusPoint, value: Any, timeout: float) -> None:
@@ -119,24 +120,3 @@ class ModbusBusDriver:
                 "ignored_frames": self.link.ignored_frames,
                 "devices": {name: dict(p.counters, offline=p.offline, failures=dict(p.causes))
                             for name, p in self.pollers.items()}}
-
-
-def _writable_point(poller: DevicePoller, command: Command) -> ModbusPoint:
-    try:
-        point = poller.profile.point(command.point)
-    except KeyError:
-        raise CommandRejected(f"{command.device}: no point {command.point!r}") from None
-    limits = point.writable
-    if limits is None:
-        raise CommandRejected(f"{command.device}.{command.point}: not writable")
-    if not limits.min <= float(command.value) <= limits.max:
-        raise CommandRejected(f"{command.device}.{command.point}: {command.value} outside "
-                              f"[{limits.min}, {limits.max}]")
-    return point  # type: ignore[return-value]
-
-
-def _check_readback(command: Command, point: ModbusPoint, value: Any, quality: Quality) -> None:
-    tolerance = point.writable.readback_tolerance if point.writable else 0.0
-    if quality & Quality.IV or value is None or abs(float(value) - float(command.value)) > tolerance:
-        raise CommandFailed(f"{command.device}.{command.point}: wrote {command.value}, read back {value!r}", True,
-                            read_back=True, readback=value)

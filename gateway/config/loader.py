@@ -220,6 +220,7 @@ def _resolve_device(index: int, entry: Any, spec: SiteSpec, path: Path, tree: An
     connection, problems = _connection(plugin.connection_model, entry, loc, file, tree)
     if connection is None:
         return None, problems
+    connection = plugin.prepare(connection, path.parent)
     tags = {"site": spec.site, "device": entry.name, "model": profile.model, **entry.tags}
     return Device(entry.name, profile, profile_path, connection, tags), []
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.certs import (CertError, days_left, describe, ekus, expiry_text, issue, key_matches, load_cert, load_key,
                            make_ca, sans, utcnow, write_pair)
@@ -247,3 +248,19 @@ def test_refusals_are_logged_once_a_minute_per_cause_with_the_count_suppressed(c
     assert lines == ["104 group dispatch: master 10.0.0.9 refused: not in allowed_masters",
                      "104 group dispatch: master 10.0.0.9 refused: not in allowed_masters (59 more since the last report)",
                      "104 group dispatch: master 10.0.0.9 refused: not in allowed_masters (59 more since the last report)"]
+
+
+def test_an_opcua_certificate_is_rsa_with_the_application_uri_and_opc_ua_key_usages() -> None:
+    """OPC UA servers check the client's ApplicationUri against the URI SAN, and its security
+    policies need RSA with data and key encipherment and non-repudiation."""
+    ca = make_ca("site CA")
+    pair = issue(ca, "gw", "opcua", dns=["gw.site"], uri="urn:gridgate:site1")
+    assert isinstance(pair.key, rsa.RSAPrivateKey)
+    assert sans(pair.cert) == ["URI:urn:gridgate:site1", "DNS:gw.site"]
+    usage = pair.cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert (usage.digital_signature, usage.content_commitment, usage.key_encipherment, usage.data_encipherment) == \
+        (True, True, True, True)
+    usages = list(pair.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    assert usages == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    with pytest.raises(CertError, match="needs --uri"):
+        issue(ca, "gw", "opcua")

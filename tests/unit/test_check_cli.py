@@ -186,3 +186,22 @@ def test_the_modbus_sample_site_is_valid(tmp_path: Path) -> None:
     result = _gridgate("check", str(CASES.parents[1].parent / "drivers" / "modbus" / "sample-site.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "modbus: 3 device(s)" in result.stdout and "bms2: GG-BMS-S48" in result.stdout
+
+
+def test_the_opcua_sample_site_is_valid_once_its_certificates_exist(tmp_path: Path) -> None:
+    """drivers/opcua/sample-site.yaml, as its README says: without the gateway's certificate check
+    names the missing files; after `gridgate certs init/issue --role opcua` and a trust folder, OK."""
+    sample = CASES.parents[1].parent / "drivers" / "opcua" / "sample-site.yaml"
+    site = tmp_path / "site.yaml"
+    site.write_text(sample.read_text())
+    result = _gridgate("check", str(site), cwd=tmp_path)
+    assert result.returncode == 1 and "security.certificate" in result.stderr and "security.trust" in result.stderr
+    for args in (("init", "ca", "--rsa"), ("issue", "ca", "--name", "gateway", "--role", "opcua",
+                                           "--uri", "urn:gridgate:opcua-sample", "--dns", "localhost", "--out", "certs")):
+        made = _gridgate("certs", *args, cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+    (tmp_path / "certs" / "trusted").mkdir()
+    result = _gridgate("check", str(site), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "opcua: 2 device(s), 20 monitored items, 2 read points" in result.stdout
+    assert "Basic256Sha256 SignAndEncrypt" in result.stdout

@@ -268,8 +268,42 @@ def test_a_watchdog_stopped_by_an_error_says_so(caplog: pytest.LogCaptureFixture
     assert clock.getDelayedCalls() == []
 
 
-@pytest.mark.parametrize(("offline_after", "silence_s"), [(0, None), (3, 0.0), (3, -1.0)])
-def test_impossible_parameters_are_refused(offline_after: int, silence_s: float | None) -> None:
-    """offline_after below 1 would start offline; a silence window of zero would spin."""
-    with pytest.raises(ValueError, match="offline_after must be"):
-        DeviceHealth("d", ["p"], RecordingSink(), Clock(), offline_after, silence_s=silence_s)
+@pytest.mark.parametrize(("offline_after", "silence_s", "offline_after_s"),
+                         [(0, None, None), (3, 0.0, None), (3, -1.0, None), (None, None, None), (None, None, 0.0)])
+def test_impossible_parameters_are_refused(offline_after: int | None, silence_s: float | None,
+                                           offline_after_s: float | None) -> None:
+    """offline_after below 1 would start offline; a silence window of zero would spin; without
+    either offline rule a device would never go offline."""
+    with pytest.raises(ValueError, match="give offline_after >= 1 or offline_after_s > 0"):
+        DeviceHealth("d", ["p"], RecordingSink(), Clock(), offline_after, silence_s=silence_s,
+                     offline_after_s=offline_after_s)
+
+
+def test_offline_after_seconds_declares_a_failing_device_offline_by_time() -> None:
+    """A pushing driver counts time, not requests: NT at the first failure, IV and _online False
+    once failures have lasted offline_after_s, however many failures were reported meanwhile."""
+    sink, clock = RecordingSink(), Clock()
+    health = DeviceHealth("d", ["p"], sink, clock, None, offline_after_s=10.0)
+    health.good({"p": (1.5, Quality.GOOD)})
+    health.failed("connection")
+    for _ in range(50):
+        health.failed("connection")
+    assert sink.get("d.p").quality == Quality.NT and not health.offline
+    clock.advance(9.9)
+    assert not health.offline
+    clock.advance(0.1)
+    assert health.offline and sink.get("d.p").quality == Quality.IV | Quality.NT
+    assert (sink.get("d.p").value, sink.get("d._online").value) == (1.5, False)
+    health.good({"p": (2.0, Quality.GOOD)})
+    assert not health.offline and sink.get("d._online").value is True
+
+
+def test_recovery_before_offline_after_seconds_cancels_the_timer() -> None:
+    sink, clock = RecordingSink(), Clock()
+    health = DeviceHealth("d", ["p"], sink, clock, None, offline_after_s=10.0)
+    health.failed("connection")
+    clock.advance(5)
+    health.good({"p": (1.0, Quality.GOOD)})
+    assert clock.getDelayedCalls() == []
+    clock.advance(10)
+    assert not health.offline and sink.get("d._online").value is True

@@ -74,6 +74,9 @@ class PushPlugin:
     profile_model = StreamProfile
     connection_model = StreamConnection
 
+    def prepare(self, connection: Any, folder: Path) -> Any:
+        return connection
+
     def profile_problems(self, profile: Any) -> list:
         return []
 

@@ -23,6 +23,7 @@ class Plugin:
     name = "{name}"
     profile_model = object
     connection_model = object
+    def prepare(self, connection, folder): return connection
     def profile_problems(self, profile): return []
     def site_problems(self, devices): return []
     def load_summary(self, devices): return ""

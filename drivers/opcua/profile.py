@@ -1,0 +1,149 @@
+"""The OPC UA part of profiles and site files: nodes by namespace URI, data types, subscription
+settings, and how a device is reached (endpoint, security, user).
+
+Nodes are named by namespace **URI** plus identifier (``s=BESS.SOC``, ``i=1001``, ``g=...``,
+``b=...``): a server may renumber its namespace indices on restart, its URIs stay. The driver
+resolves the index at every (re)connection.
+"""
+
+import re
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from gateway.config.profile import PointSpec, ProfileSpec, Strict
+from gateway.config.units import Duration
+
+DataType = Literal["Boolean", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
+                   "Float", "Double", "String"]
+INTEGER_BITS = {"SByte": (8, True), "Byte": (8, False), "Int16": (16, True), "UInt16": (16, False),
+                "Int32": (32, True), "UInt32": (32, False), "Int64": (64, True), "UInt64": (64, False)}
+IDENTIFIER = r"^(s=.+|i=\d+|g=[0-9a-fA-F-]{36}|b=[A-Za-z0-9+/=]+)$"
+SecurityPolicy = Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"]
+SecurityMode = Literal["None", "Sign", "SignAndEncrypt"]
+
+
+class Deadband(Strict):
+    """A data-change filter's deadband: absolute (engineering units) or percent of the EURange."""
+
+    absolute: float | None = Field(None, gt=0)
+    percent: float | None = Field(None, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _one(self) -> "Deadband":
+        if (self.absolute is None) == (self.percent is None):
+            raise ValueError("give absolute or percent")
+        return self
+
+
+class Subscription(Strict):
+    """How a point is watched; set per profile (``opcua:``) and overridden per point."""
+
+    sampling_ms: int | None = Field(None, ge=0, le=3_600_000, description="server sampling; default: publishing")
+    queue_size: int | None = Field(None, ge=1, le=10_000)
+    deadband: Deadband | None = None
+
+
+class OpcUaPoint(PointSpec):
+    """A point at a variable node (``mode: subscribe``, the default, or ``read`` on the device's read period)."""
+
+    node: str = Field(pattern=IDENTIFIER, description="identifier: s=..., i=..., g=..., b=...")
+    namespace: str | None = Field(None, description="namespace URI; default: the profile's opcua.namespace")
+    data_type: DataType
+    mode: Literal["subscribe", "read"] = "subscribe"
+    sampling_ms: int | None = Field(None, ge=0, le=3_600_000)
+    queue_size: int | None = Field(None, ge=1, le=10_000)
+    deadband: Deadband | None = None
+
+    def value_kind(self) -> Literal["bool", "int", "float", "str"]:
+        """bool, str, int (unscaled integer types) or float."""
+        if self.data_type in ("Boolean", "String"):
+            return "bool" if self.data_type == "Boolean" else "str"
+        if self.data_type in INTEGER_BITS and self.scale == 1 and self.offset == 0:
+            return "int"
+        return "float"
+
+    def value_range(self) -> tuple[float, float] | None:
+        """The engineering range the node's integer type can carry (None for floats and strings)."""
+        if self.data_type == "Boolean":
+            return (0.0, 1.0)
+        if self.data_type not in INTEGER_BITS:
+            return None
+        bits, signed = INTEGER_BITS[self.data_type]
+        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+        ends = sorted((low * self.scale + self.offset, high * self.scale + self.offset))
+        return (ends[0], ends[1])
+
+
+class OpcUaOptions(Subscription):
+    """Per-model defaults."""
+
+    namespace: str = Field(description="namespace URI of the points that name none")
+
+
+class OpcUaProfile(ProfileSpec):
+    """An OPC UA device model."""
+
+    protocol: Literal["opcua"]
+    opcua: OpcUaOptions
+    points: list[OpcUaPoint] = Field(min_length=1)
+
+    def namespace_of(self, point: OpcUaPoint) -> str:
+        """The namespace URI of ``point``."""
+        return point.namespace or self.opcua.namespace
+
+    def subscription_of(self, point: OpcUaPoint) -> Subscription:
+        """The point's sampling, queue size and deadband, the profile's where it sets none."""
+        return Subscription(sampling_ms=point.sampling_ms if point.sampling_ms is not None else self.opcua.sampling_ms,
+                            queue_size=point.queue_size or self.opcua.queue_size,
+                            deadband=point.deadband or self.opcua.deadband)
+
+
+class Security(Strict):
+    """Message security and the certificates of both sides. Paths are relative to the site file."""
+
+    policy: SecurityPolicy = "None"
+    mode: SecurityMode = "None"
+    certificate: str | None = Field(None, description="the gateway's client certificate (DER or PEM)")
+    private_key_file: str | None = Field(None, description="its private key (PEM)")
+    trust: str | None = Field(None, description="folder of trusted server (or CA) certificates; CRLs beside them")
+    trust_on_first_use: bool = Field(False, description="pin the certificate the server shows first; never by default")
+    application_uri: str | None = Field(None, description="default: the URI in the certificate's SAN")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Security":
+        if (self.policy == "None") != (self.mode == "None"):
+            raise ValueError("policy None goes with mode None, and a policy needs Sign or SignAndEncrypt")
+        if self.policy != "None" and not (self.certificate and self.private_key_file):
+            raise ValueError(f"{self.policy} needs certificate and private_key_file")
+        if self.policy != "None" and not self.trust and not self.trust_on_first_use:
+            raise ValueError("name the trusted server certificates (trust: FOLDER); trust_on_first_use: true "
+                             "only if you mean to accept whatever the server shows first")
+        return self
+
+
+class User(Strict):
+    """A user name and the environment variable holding the password (never the site file)."""
+
+    name: str = Field(min_length=1)
+    password_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class OpcUaConnection(Strict):
+    """Where an OPC UA server is and how the gateway talks to it. No poll period: values are
+    subscribed; ``read_s`` is the period of the points with ``mode: read``."""
+
+    endpoint: str = Field(pattern=r"^opc\.tcp://[^/\s]+(:\d+)?(/.*)?$")
+    security: Security = Security()
+    user: User | None = None
+    publishing_interval_ms: int = Field(500, ge=10, le=3_600_000)
+    read_s: Duration = Field(1.0, gt=0, description="period of the points with mode: read")
+    timeout_s: Duration = Field(4.0, gt=0, description="one request's answer")
+    offline_after_s: Duration = Field(10.0, gt=0, description="unreachable this long: points IV, device offline")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """The endpoint's host and port (4840 when it names none)."""
+        match = re.match(r"^opc\.tcp://([^/:\s]+)(?::(\d+))?", self.endpoint)
+        assert match is not None  # the field pattern holds
+        return match.group(1), int(match.group(2) or 4840)

@@ -1,0 +1,191 @@
+"""One connection to one OPC UA server: security and trust, user, namespaces, node ids, and the
+requests the driver makes (subscribe, read, write). A new ``Session`` (and a new asyncua
+``Client``) is made for every connection attempt: asyncua does not reconnect to a server that
+regenerated its certificate, and a fresh client resolves the namespace indices again.
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from asyncua import Client, Node, ua
+from asyncua.crypto import security_policies, uacrypto
+from cryptography import x509
+
+from drivers.opcua.profile import OpcUaConnection, OpcUaPoint, OpcUaProfile, Security
+from drivers.opcua.trust import check_server
+from gateway.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+POLICIES: dict[str, Any] = {"Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
+                            "Aes128Sha256RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
+                            "Aes256Sha256RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss}
+VARIANTS = {name: getattr(ua.VariantType, name) for name in (
+    "Boolean", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Float", "Double", "String")}
+
+
+@dataclass
+class Watched:
+    """A point the session watches: its node, and the variant type its writes use."""
+
+    point: OpcUaPoint
+    node: Node
+    variant: Any
+
+
+class Session:
+    """A connected client and the nodes of one device's profile."""
+
+    def __init__(self, device: str, client: Client, watched: dict[str, Watched]) -> None:
+        self.device = device
+        self.client = client
+        self.watched = watched
+
+    @classmethod
+    async def open(cls, device: str, connection: OpcUaConnection, profile: OpcUaProfile,
+                   on_lost: Callable[[Exception], Awaitable[None]]) -> "Session":
+        """Connect (checking the server certificate first), resolve every point's node id."""
+        client = Client(connection.endpoint, timeout=connection.timeout_s, watchdog_intervall=1.0)
+        await _secure(device, client, connection)
+        if connection.user is not None:
+            client.set_user(connection.user.name)
+            client.set_password(os.environ.get(connection.user.password_env, ""))
+        client.connection_lost_callback = on_lost
+        try:
+            await client.connect()
+        except Exception as exc:  # asyncua raises OSError, TimeoutError, UaStatusCodeError...
+            await _quietly_close(client)
+            raise DeviceError(device, f"cannot connect to {connection.endpoint}: {_reason(exc)}") from exc
+        session = cls(device, client, {})
+        try:
+            session.watched = await session._resolve(profile)
+        except Exception:
+            await session.close()
+            raise
+        return session
+
+    async def _resolve(self, profile: OpcUaProfile) -> dict[str, Watched]:
+        namespaces = await self.client.get_namespace_array()
+        watched = {}
+        for point in profile.points:
+            uri = profile.namespace_of(point)
+            if uri not in namespaces:
+                raise DeviceError(self.device, f"the server has no namespace {uri!r} (it has {namespaces})")
+            node = self.client.get_node(ua.NodeId.from_string(f"ns={namespaces.index(uri)};{point.node}"))
+            watched[point.id] = Watched(point, node, VARIANTS[point.data_type])
+        return watched
+
+    async def close(self) -> None:
+        """Disconnect; never raises (the server may already be gone)."""
+        await _quietly_close(self.client)
+
+    async def read(self, points: list[str]) -> dict[str, ua.DataValue]:
+        """Each point's DataValue (a Bad StatusCode in its slot for a node that failed)."""
+        nodes = [self.watched[p].node for p in points]
+        values = await self.client.read_attributes(nodes, ua.AttributeIds.Value)
+        return dict(zip(points, values))
+
+    async def write(self, point: str, raw: Any) -> ua.StatusCode:
+        """Write ``raw`` as a DataValue without timestamps (strict servers refuse a write that
+        carries a SourceTimestamp) in the node's variant type; the server's StatusCode."""
+        item = self.watched[point]
+        value = ua.DataValue(ua.Variant(raw, item.variant), SourceTimestamp=None, ServerTimestamp=None)
+        params = ua.WriteParameters()
+        params.NodesToWrite = [ua.WriteValue(NodeId=item.node.nodeid, AttributeId=ua.AttributeIds.Value, Value=value)]
+        [status] = await self.client.uaclient.write(params)
+        return status
+
+
+def security_problems(security: Security) -> list[str]:
+    """What stops a secured connection before it is tried: files missing or unreadable, a client
+    certificate without an application URI, a trust folder that does not exist."""
+    if security.policy == "None":
+        return []
+    problems = []
+    for what, name in (("certificate", security.certificate), ("private_key_file", security.private_key_file)):
+        if name is not None and not Path(name).is_file():
+            problems.append(f"security.{what}: {name} does not exist (gridgate certs issue DIR --role opcua --uri URN)")
+    if not problems and security.application_uri is None:
+        try:
+            _uri_of(Path(security.certificate or ""))
+        except (DeviceError, ValueError) as exc:
+            problems.append(f"security.certificate: {exc}")
+    if security.trust and not security.trust_on_first_use and not Path(security.trust).is_dir():
+        problems.append(f"security.trust: folder {security.trust} does not exist (put the server's certificate there)")
+    return problems
+
+
+async def _secure(device: str, client: Client, connection: OpcUaConnection) -> None:
+    security = connection.security
+    if security.policy == "None":
+        return
+    assert security.certificate and security.private_key_file  # the model checks both are given
+    cert_path, key_path = Path(security.certificate), Path(security.private_key_file)
+    client.application_uri = security.application_uri or _uri_of(cert_path)
+    mode = getattr(ua.MessageSecurityMode, security.mode)
+    server_der = await _server_certificate(device, connection, security)
+    await client.set_security(POLICIES[security.policy], _file(cert_path), _file(key_path),
+                              server_certificate=server_der, mode=mode)
+
+
+async def _server_certificate(device: str, connection: OpcUaConnection, security: Security) -> bytes:
+    """The certificate of the endpoint offering the policy and mode, once it is trusted."""
+    probe = Client(connection.endpoint, timeout=connection.timeout_s)
+    try:
+        endpoints = await probe.connect_and_get_server_endpoints()
+    except Exception as exc:
+        raise DeviceError(device, f"cannot list the endpoints of {connection.endpoint}: {_reason(exc)}") from exc
+    uri = POLICIES[security.policy].URI
+    mode = getattr(ua.MessageSecurityMode, security.mode)
+    offered = [e for e in endpoints if e.SecurityPolicyUri == uri and e.SecurityMode == mode]
+    if not offered:
+        have = sorted({(e.SecurityPolicyUri.rsplit("#", 1)[-1], e.SecurityMode.name) for e in endpoints})
+        raise DeviceError(device, f"{connection.endpoint} offers no {security.policy} {security.mode} endpoint "
+                                  f"(it offers {have})")
+    der = _first_certificate(offered[0].ServerCertificate)
+    check_server(device, connection.host_port, der, Path(security.trust) if security.trust else None,
+                       security.trust_on_first_use)
+    return der
+
+
+def _file(path: Path) -> uacrypto.CertProperties:
+    """A certificate or key file, its format told by its content (asyncua goes by the suffix:
+    ``gridgate certs`` writes PEM as ``.crt`` and ``.key``)."""
+    data = path.read_bytes()
+    return uacrypto.CertProperties(data, extension="pem" if data.lstrip().startswith(b"-----") else "der")
+
+
+def _first_certificate(chain: bytes) -> bytes:
+    """A server may send its chain; the leaf is the first DER SEQUENCE."""
+    length = int.from_bytes(chain[2:4], "big") + 4
+    return chain[:length]
+
+
+def _uri_of(cert_path: Path) -> str:
+    data = cert_path.read_bytes()
+    cert = x509.load_pem_x509_certificate(data) if data.startswith(b"-----") else x509.load_der_x509_certificate(data)
+    try:
+        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    if not uris:
+        raise DeviceError(str(cert_path), "the client certificate has no application URI in its SAN "
+                                          "(issue it with gridgate certs issue --role opcua --uri URN)")
+    return uris[0]
+
+
+async def _quietly_close(client: Client) -> None:
+    try:
+        await client.disconnect()
+    except Exception as exc:  # the server is gone or hung: nothing to close politely
+        log.debug("disconnect: %s", exc)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ua.UaStatusCodeError):
+        return f"{type(exc).__name__} ({exc})"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
