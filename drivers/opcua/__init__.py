@@ -19,6 +19,9 @@ from gateway.metrics import Metrics
 from gateway.model import Device
 
 
+SIMULATOR_CERTS = Path(".gridgate/opcua-sim")
+
+
 @implementer(IDriverPlugin, ISimulatorPlugin)
 class OpcUaPlugin:
     """Validation, drivers and simulator for OPC UA devices."""
@@ -71,8 +74,9 @@ class OpcUaPlugin:
         return [OpcUaDriver(device, sink, reactor, metrics) for device in devices]
 
     def simulator(self, devices: Sequence[Device], reactor: Any) -> ISimulator:
-        """Simulated servers on the endpoints the site names."""
-        return OpcUaSimulator(devices, reactor)
+        """Simulated servers on the endpoints the site names; their certificates kept in
+        ``.gridgate/opcua-sim/`` of the working folder, so a gateway trusts them across restarts."""
+        return OpcUaSimulator(devices, reactor, cert_dir=SIMULATOR_CERTS)
 
 
 DRIVER = OpcUaPlugin()

@@ -77,6 +77,17 @@ def _certificate(key: rsa.RSAPrivateKey, host: str, port: int) -> x509.Certifica
             .sign(key, hashes.SHA256()))
 
 
+def kept_certificate(folder: Path, host: str, port: int) -> CertificateFiles:
+    """The endpoint's certificate already in ``folder`` (still valid), else a new one: a simulator
+    restarted with the same folder keeps the certificate its clients already trust."""
+    files = CertificateFiles(folder / f"sim-{host}-{port}.der", folder / f"sim-{host}-{port}.key.pem")
+    if files.certificate.is_file() and files.private_key.is_file():
+        cert = x509.load_der_x509_certificate(files.certificate.read_bytes())
+        if cert.not_valid_after_utc > datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1):
+            return files
+    return write_certificate(folder, host, port)
+
+
 def write_certificate(folder: Path, host: str, port: int) -> CertificateFiles:
     """A fresh key and certificate for the endpoint ``host:port``, written into ``folder``.
 

@@ -22,7 +22,7 @@ from asyncua.server.user_managers import UserManager
 
 from drivers.opcua.profile import OpcUaConnection
 from drivers.opcua.sim import nodes
-from drivers.opcua.sim.certs import CertificateFiles, application_uri, write_certificate
+from drivers.opcua.sim.certs import CertificateFiles, application_uri, kept_certificate, write_certificate
 from drivers.opcua.sim.device import SimulatedDevice
 
 def security_policy(policy: str, mode: str) -> ua.SecurityPolicyType:
@@ -60,7 +60,7 @@ class Endpoint:
         self.host, self.port = connection.host_port
         self.url = connection.endpoint
         self.devices: list[SimulatedDevice] = []
-        self.files: CertificateFiles = write_certificate(cert_dir, self.host, self.port)
+        self.files: CertificateFiles = kept_certificate(cert_dir, self.host, self.port)
         self._cert_dir = cert_dir
         self._clock = clock
         self._policies: set[ua.SecurityPolicyType] = set()

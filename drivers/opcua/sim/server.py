@@ -88,6 +88,8 @@ class OpcUaSimulator:
         try:
             for endpoint in self._endpoints.values():  # one at a time: builds contend for the GIL
                 await endpoint.open()
+                log.info("OPC UA simulator listening at %s; its certificate (for the gateway's trust folder): %s",
+                         endpoint.url, endpoint.files.certificate)
         except BaseException:
             if self._ticker.running:
                 self._ticker.stop()
