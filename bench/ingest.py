@@ -43,14 +43,21 @@ from tests.tsdb import victoria_metrics  # noqa: E402
 
 
 def write_layout(folder: Path, args: argparse.Namespace, influx_url: str | None) -> Path:
-    """The benchmark profile (M holding registers, each a ramp) and a site with N devices."""
-    points = [{"id": f"r{i:03d}", "address": i, "type": "uint16",
-               "sim": {"kind": "ramp", "value": i, "step": 1.0, "min": 0, "max": 60000}}
-              for i in range(args.points)]
-    profile = {"model": "BENCH-100", "kind": "other", "protocol": "modbus", "points": points}
+    """The benchmark profile (M points, each a ramp: holding registers, or Float nodes) and a site
+    with N devices, polled (Modbus) or subscribed (OPC UA) every ``period``."""
+    ramp = {"kind": "ramp", "step": 1.0, "min": 0, "max": 60000}
+    if args.protocol == "modbus":
+        points = [{"id": f"r{i:03d}", "address": i, "type": "uint16", "sim": {**ramp, "value": i}}
+                  for i in range(args.points)]
+        profile = {"model": "BENCH-100", "kind": "other", "protocol": "modbus", "points": points}
+    else:
+        points = [{"id": f"r{i:03d}", "node": f"i={1000 + i}", "data_type": "Float", "sim": {**ramp, "value": i}}
+                  for i in range(args.points)]
+        profile = {"model": "BENCH-100", "kind": "other", "protocol": "opcua", "points": points,
+                   "opcua": {"namespace": "urn:gridgate:bench", "queue_size": 1}}
     (folder / "bench-device.yaml").write_text(yaml.safe_dump(profile), encoding="utf-8")
-    devices = [{"name": f"d{n:04d}", "profile": "bench-device", "poll_s": args.period,
-                "timeout_s": 1.0, "connection": {"host": "127.0.0.1", "port": port, "unit": 1}}
+    devices = [{"name": f"d{n:04d}", "profile": "bench-device", "connection": _connection(args, port)}
+               | ({"poll_s": args.period, "timeout_s": 1.0} if args.protocol == "modbus" else {})
                for n, port in enumerate(free_ports(args.devices))]
     site = {"site": "bench", "spool": {"path": str(folder / "spool.db")}, "devices": devices}
     if influx_url:
@@ -58,6 +65,12 @@ def write_layout(folder: Path, args: argparse.Namespace, influx_url: str | None)
     path = folder / "site.yaml"
     path.write_text(yaml.safe_dump(site), encoding="utf-8")
     return path
+
+
+def _connection(args: argparse.Namespace, port: int) -> dict:
+    if args.protocol == "modbus":
+        return {"host": "127.0.0.1", "port": port, "unit": 1}
+    return {"endpoint": f"opc.tcp://127.0.0.1:{port}", "publishing_interval_ms": int(args.period * 1000)}
 
 
 def cpu_s() -> float:
@@ -82,7 +95,7 @@ def measure(site_path: Path, args: argparse.Namespace):
     yield gateway.stopService()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     influx = f"{sent / elapsed:.0f} pts/s" if gateway.writer else "off"
-    print(f"ingest devices={args.devices} points/device={args.points} period={args.period:g} s "
+    print(f"ingest {args.protocol} devices={args.devices} points/device={args.points} period={args.period:g} s "
           f"duration={args.duration:g} s | spool {spooled / elapsed:.0f} pts/s | influx {influx} | "
           f"cpu {cpu / max(spooled, 1) * 10000:.3f} s/10k pts | peak rss {rss_mb:.0f} MB | "
           f"skipped polls {skipped} | spool depth at end {depth}", flush=True)
@@ -103,6 +116,8 @@ def main() -> None:
     parser.add_argument("--period", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--no-influx", action="store_true", help="spool only")
+    parser.add_argument("--protocol", choices=["modbus", "opcua"], default="modbus",
+                        help="polled Modbus TCP devices, or subscribed OPC UA servers (values change every 0.5 s)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="gridgate-bench-"))
     vm = None
@@ -110,9 +125,10 @@ def main() -> None:
         vm = victoria_metrics(folder)
         vm.start()
     site_path = write_layout(folder, args, vm.url if vm else None)
-    ports = [d["connection"]["port"] for d in yaml.safe_load(site_path.read_text())["devices"]]
+    ports = [int(str(d["connection"].get("port") or d["connection"]["endpoint"].rsplit(":", 1)[1]))
+             for d in yaml.safe_load(site_path.read_text())["devices"]]
     simulator = subprocess.Popen([sys.executable, "-m", "gateway", "--log-level", "WARNING", "simulate",
-                                  str(site_path)], stdout=subprocess.DEVNULL)
+                                  str(site_path)], stdout=subprocess.DEVNULL, cwd=folder)
     try:
         for port in ports:
             wait_port(port)

@@ -88,19 +88,25 @@ class DeviceHealth:
         """The last value of ``point`` published without IV; None before the first."""
         return self._last.get(point)
 
-    def publish(self, values: Values, source_time: float | None = None) -> None:
-        """Publish one batch (point id -> value, quality); values without IV become the last ones."""
+    def publish(self, values: Values, source_time: float | None = None,
+                source_times: Mapping[str, float] | None = None) -> None:
+        """Publish one batch (point id -> value, quality); values without IV become the last ones.
+
+        The source time of each value: ``source_times[point]`` (a device that stamps each value
+        itself), else ``source_time``, else now."""
         now = self._clock.seconds()
         source = now if source_time is None else source_time
+        times = source_times or {}
         ids, last = self._ids, self._last
         batch = []
         for point, (value, quality) in values.items():
-            batch.append(Sample(ids[point], value, quality, source, now))
+            batch.append(Sample(ids[point], value, quality, times.get(point, source), now))
             if quality == GOOD or not quality & Quality.IV:  # int compare first: IntFlag ops are slow
                 last[point] = value
         self._sink.publish(batch)
 
-    def good(self, values: Values, source_time: float | None = None) -> None:
+    def good(self, values: Values, source_time: float | None = None,
+             source_times: Mapping[str, float] | None = None) -> None:
         """A successful exchange: end the failure episode, publish ``values``, and ``_online`` True if needed."""
         self.heard()
         if self.failures:
@@ -114,7 +120,7 @@ class DeviceHealth:
             self._give_up_call.cancel()
         if self._probe is not None:
             self._probe.succeeded()
-        self.publish(values, source_time)
+        self.publish(values, source_time, source_times)
         if self._online is not True:
             self._publish_online(True)
 

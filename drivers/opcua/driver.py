@@ -26,18 +26,19 @@ from drivers.opcua.session import Session
 from drivers.opcua.subscribe import subscribe
 from drivers.opcua.trust import UntrustedServer
 from gateway.aio import as_deferred
-from gateway.batching import SampleBatcher
+from gateway.batching import TurnBatcher
 from gateway.errors import CommandFailed, CommandRejected, DeviceError
 from gateway.health import DeviceHealth
 from gateway.interfaces import IDriver, ISampleSink
 from gateway.metrics import Metrics
-from gateway.model import Command, CommandResult, Device, Quality
+from gateway.model import Command, CommandResult, Device, Quality, Value
 from gateway.retry import Backoff
 from gateway.writecheck import check_readback, writable_point
 
 log = logging.getLogger(__name__)
 
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 8.0
+GOOD = Quality.GOOD
 REFUSED_WRITES = frozenset({ua.StatusCodes.BadWriteNotSupported, ua.StatusCodes.BadTypeMismatch,
                             ua.StatusCodes.BadUserAccessDenied, ua.StatusCodes.BadNotWritable,
                             ua.StatusCodes.BadOutOfRange, ua.StatusCodes.BadNodeIdUnknown})
@@ -57,8 +58,9 @@ class OpcUaDriver:
         self.profile: OpcUaProfile = device.profile  # type: ignore[assignment]
         self.connection: OpcUaConnection = device.connection  # type: ignore[assignment]
         metrics = metrics or Metrics()
-        self.batcher = SampleBatcher(sink, reactor)
-        self.health = DeviceHealth(device.name, [p.id for p in self.profile.points], self.batcher, reactor, None,
+        self._specs: dict[str, OpcUaPoint] = {p.id: p for p in self.profile.points}  # type: ignore[misc]
+        self.batcher: TurnBatcher[tuple[str, ua.DataValue]] = TurnBatcher(self._publish_turn, reactor)
+        self.health = DeviceHealth(device.name, list(self._specs), sink, reactor, None,
                                    metrics=metrics, offline_after_s=self.connection.offline_after_s)
         self._backoff = Backoff(reactor, BACKOFF_START_S, BACKOFF_MAX_S)
         self._count = {key: metrics.counter(f"gridgate_opcua_{key}_total", text, device=device.name) for key, text in
@@ -103,15 +105,17 @@ class OpcUaDriver:
         lost = self._lost = asyncio.Event()
         self._session = await Session.open(self.device.name, self.connection, self.profile, self._on_lost)
         self._count["connects"].inc()
-        refused = await subscribe(self._session, self.profile, self.connection.publishing_interval_ms,
-                                  self._deliver, lambda why: self._lose(DeviceError(self.device.name, why)))
-        self._note_refused(refused)
+        subscribed = await subscribe(self._session, self.profile, self.connection.publishing_interval_ms)
+        self._note_refused(subscribed.refused)
         self._backoff.succeeded()
-        reader = asyncio.ensure_future(self._read_loop(self._session))
+        loops = [asyncio.ensure_future(self._read_loop(self._session)),
+                 asyncio.ensure_future(subscribed.run(self._deliver,
+                                                      lambda why: self._lose(DeviceError(self.device.name, why))))]
         try:
             await lost.wait()
         finally:
-            reader.cancel()
+            for loop in loops:
+                loop.cancel()
         raise self._lost_reason
 
     async def _on_lost(self, exc: Exception) -> None:
@@ -146,18 +150,38 @@ class OpcUaDriver:
             await asyncio.sleep(self.connection.read_s)
 
     def _deliver(self, point: str, value: ua.DataValue) -> None:
-        """One value from the server: its quality from the StatusCode; a Bad one keeps the last value."""
+        """One value from the server, published with the others of this reactor turn."""
         self._count["notifications"].inc()
-        status = value.StatusCode.value if value.StatusCode is not None else 0
-        quality = quality_of(status)
-        source = _seconds(value.SourceTimestamp) or _seconds(value.ServerTimestamp)
-        if keeps_last_value(status):
-            self.health.heard()
-            self.health.publish({point: (self.health.last(point), quality)}, source)
-            return
-        spec: OpcUaPoint = self.profile.point(point)  # type: ignore[assignment]
-        raw = value.Value.Value if value.Value is not None else None
-        self.health.good({point: (to_engineering(spec, raw), quality)}, source)
+        self.batcher.add((point, value))
+
+    def _publish_turn(self, items: list[tuple[str, ua.DataValue]]) -> None:
+        """A turn's values: quality from each StatusCode, a Bad one keeping the last value; one
+        batch per round (a point queued twice in one turn starts the next round, so none is lost).
+        Source times are per value."""
+        rounds: list[dict[str, tuple[Value, Quality]]] = [{}]
+        times: list[dict[str, float]] = [{}]
+        for point, value in items:
+            if point in rounds[-1]:
+                rounds.append({})
+                times.append({})
+            status = value.StatusCode.value if value.StatusCode is not None else 0
+            stamp = value.SourceTimestamp or value.ServerTimestamp
+            if stamp is not None:
+                times[-1][point] = stamp.timestamp()
+            if keeps_last_value(status):
+                rounds[-1][point] = (self._last_in(rounds, point), quality_of(status))
+            else:
+                raw = value.Value.Value if value.Value is not None else None
+                rounds[-1][point] = (to_engineering(self._specs[point], raw), quality_of(status) if status else GOOD)
+        for values, stamps in zip(rounds, times):  # the server answered: the session is good, whatever each status
+            self.health.good(values, source_times=stamps)
+
+    def _last_in(self, rounds: list[dict[str, tuple[Value, Quality]]], point: str) -> Value:
+        """The point's last good value, counting the earlier rounds of this turn."""
+        for values in reversed(rounds):
+            if point in values and not values[point][1] & Quality.IV:
+                return values[point][0]
+        return self.health.last(point)
 
     def execute(self, command: Command) -> Deferred:
         """Write the node (a DataValue without timestamps, in its own type), read it back, compare."""

@@ -1,16 +1,18 @@
 """The subscription of one device: monitored items built by hand (asyncua's helpers take either a
-sampling interval or a filter, never both), and the handler asyncua calls once per notification.
+sampling interval or a filter, never both), and the loop that takes every notification.
 
 Each monitored item reports on status and value (``DataChangeTrigger.StatusValue``, so a change
 of StatusCode alone arrives), with the point's deadband (absolute, or percent of the server's
-EURange), sampling interval and queue size (oldest discarded). The handler only hands each
-DataValue to ``deliver``; the driver turns notifications into one published batch per reactor
-turn (``gateway.batching``).
+EURange), sampling interval and queue size (oldest discarded). Notifications are read with
+asyncua's iterator API: its handler API starts an asyncio task per notification, which cost
+more CPU than everything the gateway does with the value. Each DataValue goes to ``deliver``;
+the driver publishes one batch per reactor turn (``gateway.batching``).
 """
 
-from typing import Any, Callable
+from typing import Callable
 
 from asyncua import ua
+from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent, Subscription
 
 from drivers.opcua.profile import OpcUaProfile
 from drivers.opcua.session import Session
@@ -36,36 +38,41 @@ def item_request(handle: int, node_id: ua.NodeId, profile: OpcUaProfile, point_i
                                          MonitoringMode=ua.MonitoringMode.Reporting, RequestedParameters=parameters)
 
 
-class Handler:
-    """asyncua's subscription handler: notification -> (point, DataValue); a status change of the
-    subscription itself (the server timed it out) is reported to ``lost``."""
+class Subscribed:
+    """A live subscription: the points the server refused, and ``run`` handing every value on."""
 
-    def __init__(self, points: dict[int, str], deliver: Deliver, lost: Callable[[str], None]) -> None:
-        self._points = points
-        self._deliver = deliver
-        self._lost = lost
+    def __init__(self, subscription: Subscription | None, handles: dict[int, str], refused: dict[str, int]) -> None:
+        self.subscription = subscription
+        self.handles = handles
+        self.refused = refused
 
-    def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
-        point = self._points.get(data.subscription_data.client_handle)
-        if point is not None:
-            self._deliver(point, data.monitored_item.Value)
+    async def run(self, deliver: Deliver, lost: Callable[[str], None]) -> None:
+        """Hand each notification to ``deliver`` until the subscription ends; a status change of the
+        subscription itself (the server timed it out) is reported to ``lost``."""
+        if self.subscription is None:
+            return
+        async for event in self.subscription:
+            if isinstance(event, DataChangeEvent):
+                point = self.handles.get(event.data.subscription_data.client_handle)
+                if point is not None:
+                    deliver(point, event.data.monitored_item.Value)
+            elif isinstance(event, StatusChangeEvent):
+                lost(f"subscription status {event.notification.Status}")
 
-    def status_change_notification(self, status: Any) -> None:
-        self._lost(f"subscription status {status.Status}")
 
-
-async def subscribe(session: Session, profile: OpcUaProfile, publishing_ms: int, deliver: Deliver,
-                    lost: Callable[[str], None]) -> dict[str, int]:
-    """Create the subscription and one monitored item per ``mode: subscribe`` point; the points
-    whose item the server refused, with its StatusCode (the rest are live)."""
+async def subscribe(session: Session, profile: OpcUaProfile, publishing_ms: int) -> Subscribed:
+    """Create the subscription and one monitored item per ``mode: subscribe`` point."""
     points = [p.id for p in profile.points if p.mode == "subscribe"]
     if not points:
-        return {}
+        return Subscribed(None, {}, {})
     handles = {n + 1: point for n, point in enumerate(points)}
     params = ua.CreateSubscriptionParameters(RequestedPublishingInterval=float(publishing_ms),
                                              RequestedLifetimeCount=300, RequestedMaxKeepAliveCount=10,
                                              MaxNotificationsPerPublish=10_000, PublishingEnabled=True, Priority=0)
-    subscription = await session.client.create_subscription(params, Handler(handles, deliver, lost))
+    # the queue holds what arrived since the loop last ran; WARN logs if a stall ever fills it
+    subscription = await session.client.create_subscription(params, None, queue_maxsize=max(100_000, 20 * len(points)),
+                                                            overflow=OverflowPolicy.WARN)
     requests = [item_request(h, session.watched[p].node.nodeid, profile, p, publishing_ms) for h, p in handles.items()]
     results = await subscription.create_monitored_items(requests)
-    return {handles[h]: r.value for h, r in zip(handles, results) if isinstance(r, ua.StatusCode)}
+    refused = {handles[h]: r.value for h, r in zip(handles, results) if isinstance(r, ua.StatusCode)}
+    return Subscribed(subscription, handles, refused)

@@ -144,7 +144,7 @@ def test_a_failing_sink_drops_the_batch_logs_once_and_later_batches_flow(caplog)
     errors = [r for r in caplog.records if r.name == "gateway.batching"]
     assert len(errors) == 1
     assert errors[0].levelno == logging.ERROR
-    assert "failed on a batch of 2 sample(s)" in errors[0].getMessage()
+    assert "failed on a batch of 2 item(s)" in errors[0].getMessage()
     assert str(errors[0].exc_info[1]) == "sink broke on batch 0"
     assert sink.batches == [[sample(3)]]  # the failed batches are not re-queued
     assert batcher.pending == 0
