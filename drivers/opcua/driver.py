@@ -36,6 +36,9 @@ from gateway.retry import Backoff
 from gateway.writecheck import check_readback, writable_point
 
 log = logging.getLogger(__name__)
+# asyncua logs every lost connection at ERROR with a traceback ("Publish iteration crashed"), and a
+# warning at every connect; the driver reports failures itself, once per episode, naming the cause.
+logging.getLogger("asyncua").setLevel(logging.CRITICAL)
 
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 8.0
 GOOD = Quality.GOOD

@@ -92,6 +92,18 @@ class OpcUaProfile(ProfileSpec):
         """The namespace URI of ``point``."""
         return point.namespace or self.opcua.namespace
 
+    def reporting_deadband(self, point: PointSpec) -> float:
+        """The point's deadband in engineering units; a percent one of the range the simulator
+        serves as EURange (writable limits, else the sim's min..max)."""
+        deadband = self.subscription_of(point).deadband  # type: ignore[arg-type]
+        if deadband is None:
+            return 0.0
+        if deadband.absolute is not None:
+            return deadband.absolute
+        low, high = ((point.writable.min, point.writable.max) if point.writable is not None else
+                     (point.sim.min, point.sim.max) if point.sim is not None else (None, None))
+        return 0.0 if low is None or high is None else (deadband.percent or 0.0) / 100 * (high - low)
+
     def subscription_of(self, point: OpcUaPoint) -> Subscription:
         """The point's sampling, queue size and deadband, the profile's where it sets none."""
         return Subscription(sampling_ms=point.sampling_ms if point.sampling_ms is not None else self.opcua.sampling_ms,
@@ -140,6 +152,12 @@ class OpcUaConnection(Strict):
     read_s: Duration = Field(1.0, gt=0, description="period of the points with mode: read")
     timeout_s: Duration = Field(4.0, gt=0, description="one request's answer")
     offline_after_s: Duration = Field(10.0, gt=0, description="unreachable this long: points IV, device offline")
+
+    @property
+    def value_age_s(self) -> float:
+        """How old a good value in the gateway may be: a change waits up to one publishing interval
+        on the server, and the server samples it at most that often (commissioning checks use it)."""
+        return 2 * self.publishing_interval_ms / 1000
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -40,6 +40,7 @@ import yaml
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import LoopingCall, deferLater
 
+from gateway.certs import issue, make_ca, write_pair
 from gateway.commands.auditkeys import init_key
 from gateway.config.loader import load_site
 from gateway.northbound.iec104.automap import SETPOINT_BASE, SWITCHING_BASE, auto_points
@@ -97,6 +98,7 @@ def demo_site(serial_gateway_side: str, serial_device_side: str, args: argparse.
                for (name, profile), port in zip(TCP_DEVICES, free_ports(len(TCP_DEVICES)))]
     devices.append({"name": "bms2", "profile": "bms/gridgate-bms-rtu", "poll_s": "1s", "timeout_s": "500ms",
                     "connection": {"serial": serial_gateway_side, "baudrate": 19200, "unit": 2}})
+    devices.append(_ems(Path(args.spool).resolve().parent))
     site: dict[str, Any] = {"site": "demo-ess", "spool": {"path": args.spool}, "devices": devices,
                             "audit": {"path": str(Path(args.spool).resolve().parent / "gridgate-demo-audit.jsonl")}}
     if args.influx_url:
@@ -105,9 +107,24 @@ def demo_site(serial_gateway_side: str, serial_device_side: str, args: argparse.
         if args.influx_v1_db:
             site["influx"]["v1_db"] = args.influx_v1_db
     simulated = yaml.safe_load(yaml.safe_dump(site))
-    simulated["devices"][-1]["connection"]["serial"] = serial_device_side
+    next(d for d in simulated["devices"] if d["name"] == "bms2")["connection"]["serial"] = serial_device_side
     simulated.pop("influx", None)
     return site, simulated
+
+
+def _ems(folder: Path) -> dict[str, Any]:
+    """The container EMS over OPC UA, Basic256Sha256 SignAndEncrypt, with the gateway's application
+    certificate beside the spool (made on the first run, as `gridgate certs issue --role opcua`
+    would). The simulator's certificate is made on this laptop: trusted on first use and pinned."""
+    cert, key = folder / "gridgate-demo-opcua.crt", folder / "gridgate-demo-opcua.key"
+    if not (cert.exists() and key.exists()):
+        write_pair(issue(make_ca("gridgate demo CA", use_rsa=True), "gridgate-demo", "opcua",
+                         dns=["localhost", socket.gethostname()], uri="urn:gridgate:demo"), cert, key, force=True)
+    [port] = free_ports(1)
+    security = {"policy": "Basic256Sha256", "mode": "SignAndEncrypt", "certificate": str(cert),
+                "private_key_file": str(key), "trust": str(folder / "gridgate-demo-trusted"), "trust_on_first_use": True}
+    return {"name": "ems1", "profile": "ems/gridgate-ems-opcua",
+            "connection": {"endpoint": f"opc.tcp://127.0.0.1:{port}", "security": security}}
 
 
 def _write(data: dict, path: Path) -> Path:
@@ -181,7 +198,8 @@ def _header(site: Any, args: argparse.Namespace, control_port: int) -> list[str]
     lines = [f"gridgate demo: site {site.spec.site}, site file {site.file}"]
     for device in site.devices:
         where = device.connection
-        at = f"serial {where.serial} unit {where.unit}" if where.serial else f"tcp {where.host}:{where.port} unit {where.unit}"
+        at = (getattr(where, "endpoint", None) or
+              (f"serial {where.serial} unit {where.unit}" if where.serial else f"tcp {where.host}:{where.port} unit {where.unit}"))
         lines.append(f"  {device.name:<7} {device.profile.model:<16} {at}")
     target = f"InfluxDB {args.influx_url}" if args.influx_url else "no InfluxDB (spool only)"
     group = site.spec.master_groups[0]

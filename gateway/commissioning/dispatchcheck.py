@@ -69,6 +69,7 @@ class Expectation:
     event_type: str | None = None
     mapping: PointMap | None = None  # device points: the value is checked against the simulator
     fixed: Any = None  # the value expected whatever the simulator says (comm status, alarms)
+    device_deadband: float = 0.0  # change the device keeps to itself before reporting (engineering units)
 
     def type_for(self, cot: str) -> str | None:
         """The type the table says arrives with cause ``cot``; None when the row is never sent with it."""
@@ -185,8 +186,9 @@ def expectations(rows: Sequence[WireRow]) -> list[Expectation]:
 
 
 def tolerance(exp: Expectation, wire_values: Iterable[float]) -> float:
-    """max(deadband, 0.5 % of the value, 1e-3), all in wire units."""
-    threshold = exp.mapping.threshold if exp.mapping is not None else 0.0
+    """max(deadband, 0.5 % of the value, 1e-3), all in wire units; the deadband is the table's or
+    the device's own, whichever is larger."""
+    threshold = max(exp.mapping.threshold if exp.mapping is not None else 0.0, exp.device_deadband)
     largest = max((abs(v) for v in wire_values), default=0.0)
     return max(threshold * wire_scale(exp.type, exp.mapping), 0.005 * largest, 1e-3)
 

@@ -18,7 +18,7 @@ import argparse
 import datetime
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 from zoneinfo import ZoneInfo
@@ -70,7 +70,8 @@ class DispatchTest:
     def __init__(self, site: Site, group: MasterGroup, options: Options) -> None:
         self.site, self.group, self.options = site, group, options
         self.table = wire_rows(group)
-        self.rows = expectations(self.table)
+        self.rows = [replace(row, device_deadband=_device_deadband(site, row.point)) if row.mapping else row
+                     for row in expectations(self.table)]
         self.control = SimulatorControl(options.simulator, options.timeout_s) if options.simulator else None
         self.history = ValueHistory()
         self.tags = tag_check(group.wire_time_zone, options.time_tolerance_s)
@@ -309,15 +310,27 @@ def _hours(offset: datetime.timedelta) -> str:
     return f"{offset.total_seconds() / 3600:+g}"
 
 
+def _device_deadband(site: Site, point: str) -> float:
+    """The deadband the device itself applies to ``device.point`` before reporting it."""
+    name, point_id = point.split(".", 1)
+    device = next((d for d in site.devices if d.name == name), None)
+    if device is None:
+        return 0.0
+    try:
+        return device.profile.reporting_deadband(device.profile.point(point_id))
+    except KeyError:
+        return 0.0
+
+
 def poll_period(device: Device) -> float:
     """A polled device's period; 0 for a driver that pushes changes."""
     return float(getattr(device.connection, "poll_s", 0.0))
 
 
 def value_age(device: Device) -> float:
-    """How old a good value in the gateway may be: one poll period plus the request that read it
-    (its answer may take up to ``timeout_s``); 0 for a driver that pushes changes."""
-    return poll_period(device) + float(getattr(device.connection, "timeout_s", 0.0)) if poll_period(device) else 0.0
+    """How old a good value in the gateway may be, as its connection model says (``value_age_s``:
+    a poll period and a request, a publishing interval...); 0 when it says nothing."""
+    return float(getattr(device.connection, "value_age_s", 0.0))
 
 
 def run_dispatch_test(site: Site, options: Options) -> DispatchResult:

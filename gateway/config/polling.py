@@ -18,3 +18,9 @@ class PollingConnection(Strict):
     timeout_s: Duration = Field(1.0, gt=0)
     retries: int = Field(1, ge=0, le=5)
     offline_after: int = Field(3, ge=1, description="consecutive failed polls before IV")
+
+    @property
+    def value_age_s(self) -> float:
+        """How old a good value in the gateway may be: one poll period plus the request that read it
+        (commissioning checks use it)."""
+        return self.poll_s + self.timeout_s

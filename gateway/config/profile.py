@@ -99,3 +99,9 @@ class ProfileSpec(Strict):
             if spec.id == point_id:
                 return spec
         raise KeyError(point_id)
+
+    def reporting_deadband(self, point: PointSpec) -> float:
+        """How far the device's value may move before the device reports it (engineering units):
+        0 for a polled device, which is read whole every period; a subscribed one may keep its
+        deadband's worth of change to itself. Commissioning checks widen their tolerance by it."""
+        return 0.0

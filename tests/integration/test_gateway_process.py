@@ -44,7 +44,8 @@ def test_demo_forwards_to_influxdb(tmp_path: Path, victoria_metrics: tsdb.TsdbPr
                              "--influx-url", victoria_metrics.url,
                              "--influx-bucket", "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    devices = {"pcs1": "GG-PCS-250", "bms1": "GG-BMS-C215", "meter1": "GG-EM-3P", "bms2": "GG-BMS-S48"}
+    devices = {"pcs1": "GG-PCS-250", "bms1": "GG-BMS-C215", "meter1": "GG-EM-3P", "bms2": "GG-BMS-S48",
+               "ems1": "GG-EMS-UA"}
     series = tsdb.vm_export(victoria_metrics.url, '{__name__="gridgate_quality",site="demo-ess"}',
                             until=lambda found: {s["metric"]["device"] for s in found} >= set(devices))
     seen = {(s["metric"]["device"], s["metric"]["model"]) for s in series}
