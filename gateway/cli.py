@@ -2,7 +2,7 @@
 
 Its commands, one line each in ``gridgate --help`` (``gridgate COMMAND --help`` for the options):
 run, check, simulate, demo, schema, points (export/import), audit (init/show/verify),
-certs (init/issue/show), dispatch-test. Each command validates its input fully before starting
+certs (init/issue/show), dispatch-test, and the drivers' own tools (opcua browse). Each command validates its input fully before starting
 anything: a site with any problem is reported (every problem, ``file:line: path: message``) and
 not started. Commissioning commands (points, dispatch-test, demo) are imported only when run:
 the gateway process never loads them.
@@ -22,6 +22,7 @@ from gateway.config.loader import Site, load_site
 from gateway.config.source import ConfigErrors
 from gateway.errors import GatewayError
 from gateway.model import group_by_protocol
+from gateway.interfaces import ICommandPlugin
 from gateway.registry import PluginError, load_plugins
 
 log = logging.getLogger("gridgate")
@@ -308,14 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     dispatch = sub.add_parser("dispatch-test", help="test a 104 group as its dispatch master would")
     dispatch_test_arguments(dispatch)
     dispatch.set_defaults(func=cmd_dispatch_test)
+    for plugin in load_plugins().drivers.values():  # a driver's own tools: gridgate opcua browse, ...
+        if ICommandPlugin.providedBy(plugin):
+            plugin.add_commands(sub)
     return parser
 
 
 def main(argv: list[str]) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
     try:
+        args = build_parser().parse_args(argv)
+        _setup_logging(args.log_level)
         return args.func(args)
     except PluginError as exc:
         print(f"gridgate: {exc}", file=sys.stderr)

@@ -118,6 +118,13 @@ class ISimulatorPlugin(Interface):
         """A simulator serving every device on the address its connection names."""
 
 
+class ICommandPlugin(Interface):
+    """A plugin with command-line tools of its own (``gridgate opcua browse``...): optional."""
+
+    def add_commands(subparsers: Any) -> None:
+        """Add its subcommands to ``gridgate``'s argparse subparsers; each sets ``func``."""
+
+
 class INorthboundPlugin(Interface):
     """What a northbound side (the IEC 104 outstation, ...) publishes under ``gridgate.northbound``.
 

@@ -8,13 +8,14 @@ from typing import Any, Sequence
 
 from zope.interface import implementer
 
+from drivers.opcua.browse import add_command as add_browse_command
 from drivers.opcua.driver import OpcUaDriver
 from drivers.opcua.profile import OpcUaConnection, OpcUaProfile
 from drivers.opcua.session import security_problems
 from drivers.opcua.sim.server import OpcUaSimulator
 from gateway.config.profile import ProfileSpec
 from gateway.config.source import Problem
-from gateway.interfaces import IDriver, IDriverPlugin, ISampleSink, ISimulator, ISimulatorPlugin
+from gateway.interfaces import ICommandPlugin, IDriver, IDriverPlugin, ISampleSink, ISimulator, ISimulatorPlugin
 from gateway.metrics import Metrics
 from gateway.model import Device
 
@@ -22,7 +23,7 @@ from gateway.model import Device
 SIMULATOR_CERTS = Path(".gridgate/opcua-sim")
 
 
-@implementer(IDriverPlugin, ISimulatorPlugin)
+@implementer(IDriverPlugin, ISimulatorPlugin, ICommandPlugin)
 class OpcUaPlugin:
     """Validation, drivers and simulator for OPC UA devices."""
 
@@ -72,6 +73,10 @@ class OpcUaPlugin:
               metrics: Metrics | None = None) -> list[IDriver]:
         """One driver (one session) per device."""
         return [OpcUaDriver(device, sink, reactor, metrics) for device in devices]
+
+    def add_commands(self, subparsers: Any) -> None:
+        """``gridgate opcua browse``."""
+        add_browse_command(subparsers)
 
     def simulator(self, devices: Sequence[Device], reactor: Any) -> ISimulator:
         """Simulated servers on the endpoints the site names; their certificates kept in
