@@ -76,7 +76,22 @@ class Session:
                 raise DeviceError(self.device, f"the server has no namespace {uri!r} (it has {namespaces})")
             node = self.client.get_node(ua.NodeId.from_string(f"ns={namespaces.index(uri)};{point.node}"))
             watched[point.id] = Watched(point, node, VARIANTS[point.data_type])
+        await self._server_types(watched)
         return watched
+
+    async def _server_types(self, watched: dict[str, Watched]) -> None:
+        """Writes go in the node's own data type, read once per session (a Python float to a
+        Float node is BadTypeMismatch); a profile that says otherwise is logged, the server wins."""
+        for item in (w for w in watched.values() if w.point.writable is not None):
+            try:
+                served = await item.node.read_data_type_as_variant_type()
+            except (ua.UaError, ValueError) as exc:  # a missing node is reported by the subscription
+                log.debug("%s.%s: data type not read: %s", self.device, item.point.id, exc)
+                continue
+            if served != item.variant:
+                log.warning("%s.%s: the profile says %s, node %s is %s; writing %s", self.device, item.point.id,
+                            item.point.data_type, item.node.nodeid.to_string(), served.name, served.name)
+                item.variant = served
 
     async def close(self) -> None:
         """Disconnect; never raises (the server may already be gone)."""

@@ -208,3 +208,20 @@ async def test_restart_without_a_node_keeps_the_rest_live_and_names_the_node(
                    for r in caplog.records), [r.getMessage() for r in caplog.records]
         assert run.driver.stats()["not_served"] == {"temp": "BadNodeIdUnknown (0x80340000)"}
     await await_deferred(lab.sim.fault("ems4", "healthy"))
+
+
+@on_asyncio
+async def test_a_write_uses_the_nodes_own_data_type_when_the_profile_says_another(
+        lab: Lab, caplog: pytest.LogCaptureFixture) -> None:
+    """The profile says Double, the server's node is Float: the write goes as Float (a Double
+    would be BadTypeMismatch), and the mismatch is logged once."""
+    caplog.set_level(logging.WARNING, "drivers.opcua")
+    points = [p.model_copy(update={"data_type": "Double"}) if p.id == "p_set" else p for p in PROFILE.points]
+    device = lab.device("ems1", lab.plain)
+    device = Device(device.name, PROFILE.model_copy(update={"points": points}), device.profile_file, device.connection, {})
+    async with Running(device) as run:
+        await until(lambda: run.good(*SUBSCRIBED), 10, "good")
+        result = await await_deferred(run.driver.execute(Command("ems1", "p_set", -75.0, time.time() + 5)))
+        assert result.readback == pytest.approx(-75.0)
+    assert [r.getMessage() for r in caplog.records if "the profile says Double" in r.getMessage()] == [
+        "ems1.p_set: the profile says Double, node ns=2;s=BESS.PSet is Float; writing Float"]
