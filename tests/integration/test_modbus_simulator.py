@@ -6,12 +6,11 @@ with ``struct``, independently of ``drivers.modbus.codec``.
 """
 
 import asyncio
-import functools
 import logging
 import struct
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 import pytest_twisted
@@ -22,10 +21,11 @@ from twisted.internet import reactor
 
 from drivers.modbus.profile import ModbusConnection, ModbusOptions, ModbusPoint, ModbusProfile
 from drivers.modbus.sim.server import ModbusSimulator
-from gateway.aio import as_deferred, await_deferred
+from gateway.aio import await_deferred
 from gateway.config.profile import Limits, SimBehaviour
 from gateway.interfaces import ISimulator
 from gateway.model import Device
+from tests.aio import on_asyncio
 from tests.devices import socat_cable
 
 pytestmark = pytest.mark.integration
@@ -47,15 +47,6 @@ PROFILE = ModbusProfile(
         ModbusPoint(id="run", table="coil", address=3, type="bool",
                     writable=Limits(min=0, max=1)),
     ])
-
-
-def on_asyncio(test: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-    """Run an asyncio test body on the reactor's loop (pymodbus cannot be awaited as a Deferred)."""
-    @pytest_twisted.ensureDeferred
-    @functools.wraps(test)
-    async def run(*args: Any, **kwargs: Any) -> Any:
-        return await as_deferred(test(*args, **kwargs))
-    return run
 
 
 def device(name: str, connection: ModbusConnection) -> Device:

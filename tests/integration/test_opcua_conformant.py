@@ -16,7 +16,7 @@ import pytest
 from drivers.opcua.profile import Deadband, OpcUaConnection, OpcUaOptions, OpcUaPoint, OpcUaProfile
 from gateway.model import Device, Quality
 from tests.integration.test_opcua_driver import Running
-from tests.opcua import on_asyncio, until
+from tests.aio import on_asyncio, until
 from tests.ports import next_ports
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ from gateway.certs import issue, make_ca, write_pair
 from gateway.config.profile import Limits, SimBehaviour
 from gateway.errors import CommandRejected
 from gateway.model import Command, Device, Quality
-from tests.opcua import on_asyncio, until
+from tests.aio import on_asyncio, until
 from tests.ports import next_ports
 from tests.sinks import RecordingSink
 

@@ -17,7 +17,7 @@ import yaml
 from drivers.opcua.profile import OpcUaConnection
 from gateway.model import Device, Quality
 from tests.integration.test_opcua_driver import PROFILE, SUBSCRIBED, Running
-from tests.opcua import on_asyncio, until
+from tests.aio import on_asyncio, until
 from tests.ports import next_ports
 
 pytestmark = pytest.mark.integration

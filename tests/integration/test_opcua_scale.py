@@ -14,7 +14,7 @@ from drivers.opcua.sim.server import OpcUaSimulator
 from gateway.config.profile import SimBehaviour
 from gateway.model import Device, Quality
 from tests.integration.test_opcua_driver import Running
-from tests.opcua import on_asyncio, until
+from tests.aio import on_asyncio, until
 from tests.ports import next_ports
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from gateway.aio import await_deferred
 from gateway.certs import issue, make_ca, write_pair
 from gateway.model import Quality
 from tests.integration.test_opcua_driver import CLIENT_URI, SUBSCRIBED, Lab, Running
-from tests.opcua import on_asyncio, until
+from tests.aio import on_asyncio, until
 from tests.ports import next_ports
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,7 @@ from gateway.aio import await_deferred
 from gateway.config.profile import Limits, SimBehaviour
 from gateway.interfaces import ISimulator
 from gateway.model import Device
-from tests.opcua import on_asyncio
+from tests.aio import on_asyncio
 from tests.ports import next_ports
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,5 @@
-"""Helpers of the OPC UA tests: asyncio test bodies on the reactor's loop, waiting for a condition."""
+"""asyncio test bodies on the reactor's loop (pymodbus and asyncua cannot be awaited as Deferreds), and
+waiting for a condition from inside one."""
 
 import asyncio
 import functools
