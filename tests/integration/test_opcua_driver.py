@@ -22,7 +22,7 @@ from drivers.opcua.sim.server import OpcUaSimulator
 from gateway.aio import await_deferred
 from gateway.certs import issue, make_ca, write_pair
 from gateway.config.profile import Limits, SimBehaviour
-from gateway.errors import CommandRejected
+from gateway.errors import CommandFailed, CommandRejected
 from gateway.model import Command, Device, Quality
 from tests.aio import on_asyncio, until
 from tests.ports import next_ports
@@ -225,3 +225,19 @@ async def test_a_write_uses_the_nodes_own_data_type_when_the_profile_says_anothe
         assert result.readback == pytest.approx(-75.0)
     assert [r.getMessage() for r in caplog.records if "the profile says Double" in r.getMessage()] == [
         "ems1.p_set: the profile says Double, node ns=2;s=BESS.PSet is Float; writing Float"]
+
+
+@on_asyncio
+async def test_a_write_the_server_refuses_fails_naming_the_node_and_the_status(lab: Lab) -> None:
+    """The profile calls a node writable that the server serves read-only: nothing is applied, and
+    the failure names the node and BadUserAccessDenied (the gate audits it as not written)."""
+    points = [p.model_copy(update={"writable": Limits(min=0, max=100)}) if p.id == "soc" else p for p in PROFILE.points]
+    device = lab.device("ems1", lab.plain)
+    device = Device(device.name, PROFILE.model_copy(update={"points": points}), device.profile_file, device.connection, {})
+    async with Running(device) as run:
+        await until(lambda: run.good(*SUBSCRIBED), 10, "good")
+        with pytest.raises(CommandFailed) as caught:
+            await await_deferred(run.driver.execute(Command("ems1", "soc", 42.0, time.time() + 5)))
+    assert caught.value.written is False
+    assert str(caught.value) == ("ems1.soc: node ns=2;s=BESS.SOC refused the write: "
+                                 "BadUserAccessDenied (0x801F0000)")
