@@ -40,13 +40,15 @@ def probe_order(mapping: PointMap, spec: PointSpec) -> int | None:
     return {"constant": 0, "integrate": 1, "random_walk": 2, "ramp": 3, "sine": 4}.get(kind)
 
 
-def nudge(mapping: PointMap, spec: PointSpec, current: float, poll_s: float) -> float | None:
+def nudge(mapping: PointMap, spec: PointSpec, current: float, poll_s: float,
+          device_deadband: float = 0.0) -> float | None:
     """A value clearly beyond the deadband from ``current``, inside what the point carries; None if none fits.
 
-    10 x the deadband, plus at least one unit and two steps of the wire's resolution, plus the
-    distance a moving simulation covers in a poll or two, so the answer is unmistakable.
+    10 x the deadband (the table's, or the device's own when it reports only changes beyond one),
+    plus at least one unit and two steps of the wire's resolution, plus the distance a moving
+    simulation covers in a poll or two, so the answer is unmistakable.
     """
-    delta = 10 * mapping.threshold + max(1.0, 2 * _wire_step(mapping), 2 * abs(spec.scale))
+    delta = 10 * max(mapping.threshold, device_deadband) + max(1.0, 2 * _wire_step(mapping), 2 * abs(spec.scale))
     if spec.sim is not None:
         delta += 4 * abs(spec.sim.amplitude) + 4 * abs(spec.sim.step) * max(1.0, poll_s)
     low, high = _room(mapping, spec)
@@ -82,7 +84,8 @@ def _room(mapping: PointMap, spec: PointSpec) -> tuple[float, float]:
 
 
 def plan_probes(group: MasterGroup, specs: Mapping[str, PointSpec], poll_s: Mapping[str, float],
-                values: Mapping[str, Any], limit: int) -> tuple[list[ProbePlan], list[str]]:
+                values: Mapping[str, Any], limit: int,
+                deadbands: Mapping[str, float] | None = None) -> tuple[list[ProbePlan], list[str]]:
     """Up to ``limit`` points to move (the best of each device in turn), and why others were left out."""
     candidates, skipped = [], []
     for mapping in group.points:
@@ -90,7 +93,8 @@ def plan_probes(group: MasterGroup, specs: Mapping[str, PointSpec], poll_s: Mapp
         order = probe_order(mapping, spec) if spec is not None else None
         if order is None or not isinstance(current, (int, float)) or isinstance(current, bool):
             continue
-        target = nudge(mapping, spec, float(current), poll_s.get(mapping.point.split(".")[0], 1.0))
+        target = nudge(mapping, spec, float(current), poll_s.get(mapping.point.split(".")[0], 1.0),
+                       (deadbands or {}).get(mapping.point, 0.0))
         if target is None:
             skipped.append(f"{mapping.point}: no room to move beyond the deadband")
             continue

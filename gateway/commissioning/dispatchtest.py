@@ -204,7 +204,9 @@ class DispatchTest:
             return
         specs = {f"{d.name}.{p.id}": p for d in self.site.devices for p in d.profile.points}
         polls = {d.name: poll_period(d) for d in self.site.devices}
-        plans, skipped = plan_probes(self.group, specs, polls, self.history.latest(), self.options.latency_points)
+        deadbands = {row.point: row.device_deadband for row in self.rows}
+        plans, skipped = plan_probes(self.group, specs, polls, self.history.latest(), self.options.latency_points,
+                                     deadbands)
         self.result.notes += skipped
         if not plans:
             self._link("spontaneous latency", "no measured point (M_ME_*) the simulator can move", unchecked=True)

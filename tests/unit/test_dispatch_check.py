@@ -211,6 +211,7 @@ def test_nudge_goes_beyond_ten_deadbands_inside_the_register() -> None:
     """The set value is 10 x deadband + margin away, and turns downwards when the register's top is near."""
     mapping = PointMap(point="bms1.soc", ioa=2, type="M_ME_NC_1", deadband=0.5)
     assert nudge(mapping, SOC, 55.0, 1.0) == pytest.approx(61.0)
+    assert nudge(mapping, SOC, 55.0, 1.0, device_deadband=2.0) == pytest.approx(76.0)  # 10 x the device's 2.0 + 1
     assert nudge(mapping, SOC, 6550.0, 1.0) == pytest.approx(6544.0)
     tight = ModbusPoint(id="soc", address=0, type="uint16", scale=0.1,
                         sim=SimBehaviour(kind="constant", value=1, min=0, max=2))
