@@ -111,15 +111,25 @@ class OpcUaDriver:
         subscribed = await subscribe(self._session, self.profile, self.connection.publishing_interval_ms)
         self._note_refused(subscribed.refused)
         self._backoff.succeeded()
-        loops = [asyncio.ensure_future(self._read_loop(self._session)),
-                 asyncio.ensure_future(subscribed.run(self._deliver,
-                                                      lambda why: self._lose(DeviceError(self.device.name, why))))]
+        loops = [asyncio.ensure_future(self._guarded(self._read_loop(self._session))),
+                 asyncio.ensure_future(self._guarded(subscribed.run(
+                     self._deliver, lambda why: self._lose(DeviceError(self.device.name, why)))))]
         try:
             await lost.wait()
         finally:
             for loop in loops:
                 loop.cancel()
         raise self._lost_reason
+
+    async def _guarded(self, loop: Any) -> None:
+        """A read or notification loop that fails ends the session (it is made again), never
+        silently: a dead loop with a live session would leave the points good and stale."""
+        try:
+            await loop
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a server's answer must not kill the loop unnoticed
+            self._lose(exc)
 
     async def _on_lost(self, exc: Exception) -> None:
         self._lose(exc)

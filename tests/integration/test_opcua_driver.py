@@ -6,6 +6,7 @@ The simulator is asyncua's server, built from the same profile; the driver under
 gateway's, publishing into a recording PointTable.
 """
 
+import asyncio
 import logging
 import os
 import time
@@ -241,3 +242,18 @@ async def test_a_write_the_server_refuses_fails_naming_the_node_and_the_status(l
     assert caught.value.written is False
     assert str(caught.value) == ("ems1.soc: node ns=2;s=BESS.SOC refused the write: "
                                  "BadUserAccessDenied (0x801F0000)")
+
+
+@on_asyncio
+async def test_a_failing_read_or_notification_loop_ends_the_session_instead_of_dying_silently(lab: Lab) -> None:
+    """A loop that raises would leave a live session with stale points still good: it is taken as
+    a lost connection (the session is made again, the points go NT)."""
+    driver = OpcUaDriver(lab.device("ems1", lab.plain), RecordingSink(), reactor)
+    driver._lost = asyncio.Event()
+
+    async def broken() -> None:
+        raise ValueError("a value asyncua could not decode")
+
+    await driver._guarded(broken())
+    assert driver._lost.is_set()
+    assert str(driver._lost_reason).endswith("lost: ValueError a value asyncua could not decode")
