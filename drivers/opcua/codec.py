@@ -3,7 +3,7 @@
 import math
 from typing import Any
 
-from drivers.opcua.profile import INTEGER_BITS, OpcUaPoint
+from drivers.opcua.profile import INTEGER_BITS, OpcUaPoint, integer_bounds
 from gateway.model import Value
 
 
@@ -34,8 +34,7 @@ def to_raw(point: OpcUaPoint, value: Any) -> Any:
         raise EncodeError(f"{point.id}: {value} is not a finite number")
     if point.data_type not in INTEGER_BITS:
         return raw
-    bits, signed = INTEGER_BITS[point.data_type]
-    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    low, high = integer_bounds(point.data_type)
     whole = int(round(raw))
     if not low <= whole <= high:
         raise EncodeError(f"{point.id}: {value} is {whole} raw, outside {point.data_type} ({low}..{high})")

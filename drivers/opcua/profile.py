@@ -18,6 +18,14 @@ DataType = Literal["Boolean", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt
                    "Float", "Double", "String"]
 INTEGER_BITS = {"SByte": (8, True), "Byte": (8, False), "Int16": (16, True), "UInt16": (16, False),
                 "Int32": (32, True), "UInt32": (32, False), "Int64": (64, True), "UInt64": (64, False)}
+
+
+def integer_bounds(data_type: str) -> tuple[int, int]:
+    """The raw range of an integer data type (KeyError for others)."""
+    bits, signed = INTEGER_BITS[data_type]
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+
 IDENTIFIER = r"^(s=.+|i=\d+|g=[0-9a-fA-F-]{36}|b=[A-Za-z0-9+/=]+)$"
 SecurityPolicy = Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"]
 SecurityMode = Literal["None", "Sign", "SignAndEncrypt"]
@@ -69,8 +77,7 @@ class OpcUaPoint(PointSpec):
             return (0.0, 1.0)
         if self.data_type not in INTEGER_BITS:
             return None
-        bits, signed = INTEGER_BITS[self.data_type]
-        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+        low, high = integer_bounds(self.data_type)
         ends = sorted((low * self.scale + self.offset, high * self.scale + self.offset))
         return (ends[0], ends[1])
 

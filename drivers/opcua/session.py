@@ -12,10 +12,9 @@ from typing import Any, Awaitable, Callable
 
 from asyncua import Client, Node, ua
 from asyncua.crypto import security_policies, uacrypto
-from cryptography import x509
 
 from drivers.opcua.profile import OpcUaConnection, OpcUaPoint, OpcUaProfile, Security
-from drivers.opcua.trust import check_server
+from drivers.opcua.trust import application_uris, check_server, load_certificate
 from gateway.errors import DeviceError
 
 log = logging.getLogger(__name__)
@@ -180,13 +179,7 @@ def _first_certificate(chain: bytes) -> bytes:
 
 
 def _uri_of(cert_path: Path) -> str:
-    data = cert_path.read_bytes()
-    cert = x509.load_pem_x509_certificate(data) if data.startswith(b"-----") else x509.load_der_x509_certificate(data)
-    try:
-        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-            x509.UniformResourceIdentifier)
-    except x509.ExtensionNotFound:
-        uris = []
+    uris = application_uris(load_certificate(cert_path.read_bytes()))
     if not uris:
         raise DeviceError(str(cert_path), "the client certificate has no application URI in its SAN "
                                           "(issue it with gridgate certs issue --role opcua --uri URN)")

@@ -32,13 +32,25 @@ class UntrustedServer(DeviceError):
     """The server's certificate is not in the trust folder (nor issued by a CA there)."""
 
 
-def describe(cert: x509.Certificate) -> str:
-    """Subject, application URI and SHA-256 fingerprint: what an operator compares."""
+def load_certificate(data: bytes) -> x509.Certificate:
+    """A certificate in PEM or DER, told by its content (file suffixes lie: ``.crt`` is often PEM)."""
+    if data.lstrip().startswith(b"-----"):
+        return x509.load_pem_x509_certificate(data)
+    return x509.load_der_x509_certificate(data)
+
+
+def application_uris(cert: x509.Certificate) -> list[str]:
+    """The URIs in the certificate's SAN (an OPC UA application URI is the first)."""
     try:
-        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
             x509.UniformResourceIdentifier)
     except x509.ExtensionNotFound:
-        uris = []
+        return []
+
+
+def describe(cert: x509.Certificate) -> str:
+    """Subject, application URI and SHA-256 fingerprint: what an operator compares."""
+    uris = application_uris(cert)
     fingerprint = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
     return f"{cert.subject.rfc4514_string()}, URI {', '.join(uris) or 'none'}, SHA-256 {fingerprint[:32]}..."
 
@@ -47,9 +59,7 @@ def _trusted_files(folder: Path) -> list[x509.Certificate]:
     found = []
     for path in sorted(folder.glob("*")):
         if path.suffix.lower() in (".der", ".pem", ".crt", ".cer") and path.is_file():
-            data = path.read_bytes()
-            loader = x509.load_pem_x509_certificate if data.startswith(b"-----") else x509.load_der_x509_certificate
-            found.append(loader(data))
+            found.append(load_certificate(path.read_bytes()))
     return found
 
 
