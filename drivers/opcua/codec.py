@@ -1,14 +1,68 @@
-"""Node values <-> engineering values (pure): scale and offset for numbers, the node's type for writes."""
+"""Node values <-> engineering values (pure): scale and offset for numbers, the node's type for writes.
+
+Nothing a server sends may raise out of the code that reads it, nor pass as a good value when
+it is not one: ``decoded`` takes the Variant as it came and refuses (``BadValue``, the point
+goes IV with its last value kept) an empty value under a non-Bad status, an array where the
+profile names a scalar, a type of another family than the profile's (a String on a Float
+point, a number on a Boolean one: ``bool("false")`` is True), NaN and infinity. Numbers of
+another width are taken (an Int32 node behind a profile's Int16 still means its number).
+"""
 
 import math
 from typing import Any
 
+from asyncua import ua
+from asyncua.ua.uatypes import FILETIME_EPOCH_AS_UTC_DATETIME, MAX_FILETIME_EPOCH_AS_UTC_DATETIME
+
 from drivers.opcua.profile import INTEGER_BITS, OpcUaPoint, integer_bounds
 from gateway.model import Value
+
+NUMBERS = frozenset({ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16,
+                     ua.VariantType.Int32, ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64,
+                     ua.VariantType.Float, ua.VariantType.Double})
+FAMILIES = {"Boolean": frozenset({ua.VariantType.Boolean}), "String": frozenset({ua.VariantType.String})}
+NO_TIME = (FILETIME_EPOCH_AS_UTC_DATETIME, MAX_FILETIME_EPOCH_AS_UTC_DATETIME)  # DateTime's null and its end
 
 
 class EncodeError(ValueError):
     """A value the node's data type cannot carry."""
+
+
+class BadValue(ValueError):
+    """A value from the server the point cannot take; ``reason`` is the short cause counted."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def decoded(point: OpcUaPoint, variant: ua.Variant | None) -> Value:
+    """The engineering value of a Variant that came with a non-Bad status; BadValue when the point
+    cannot take it (see the module docstring)."""
+    if variant is None or variant.Value is None or variant.VariantType == ua.VariantType.Null:
+        raise BadValue("empty", "no value under a status that promises one")
+    kind = variant.VariantType
+    if variant.is_array or isinstance(variant.Value, (list, tuple)):
+        raise BadValue("array", f"an array of {kind.name} where the profile names a {point.data_type} scalar")
+    if kind not in FAMILIES.get(point.data_type, NUMBERS):
+        raise BadValue("type", f"{kind.name} {_shown(variant.Value)} where the profile says {point.data_type}")
+    if kind in (ua.VariantType.Float, ua.VariantType.Double) and not math.isfinite(variant.Value):
+        raise BadValue("not finite", f"{variant.Value}, not a measurement")
+    return to_engineering(point, variant.Value)
+
+
+def source_seconds(value: ua.DataValue) -> float | None:
+    """The value's time: the source's, the server's if the source gave none; DateTime's null
+    (1601) and its end (9999) are no time at all."""
+    for stamp in (value.SourceTimestamp, value.ServerTimestamp):
+        if stamp is not None and stamp not in NO_TIME:
+            return stamp.timestamp()
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def to_engineering(point: OpcUaPoint, raw: Any) -> Value:

@@ -19,7 +19,7 @@ from asyncua import ua
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from drivers.opcua.codec import EncodeError, to_engineering, to_raw
+from drivers.opcua.codec import BadValue, EncodeError, decoded, source_seconds, to_raw
 from drivers.opcua.profile import OpcUaConnection, OpcUaPoint, OpcUaProfile
 from drivers.opcua.quality import keeps_last_value, quality_of, status_name
 from drivers.opcua.session import Session
@@ -72,6 +72,8 @@ class OpcUaDriver:
         self._task: asyncio.Future | None = None
         self._lost: asyncio.Event | None = None
         self._refused: dict[str, str] = {}  # point -> why its node is not served
+        self._rejected: dict[str, str] = {}  # point -> why its last value was not taken (logged once)
+        self._metrics = metrics
         self._lost_reason: Exception = DeviceError(device.name, "connection lost")
         self._reactor = reactor
         self._stopping = False
@@ -108,7 +110,8 @@ class OpcUaDriver:
         lost = self._lost = asyncio.Event()
         self._session = await Session.open(self.device.name, self.connection, self.profile, self._on_lost)
         self._count["connects"].inc()
-        subscribed = await subscribe(self._session, self.profile, self.connection.publishing_interval_ms)
+        subscribed = await subscribe(self._session, self.profile, self.connection.publishing_interval_ms,
+                                     self._on_gap)
         self._note_refused(subscribed.refused)
         self._backoff.succeeded()
         loops = [asyncio.ensure_future(self._guarded(self._read_loop(self._session))),
@@ -154,6 +157,25 @@ class OpcUaDriver:
             log.warning("%s.%s: node %s not served: %s; point IV", self.device.name, point, node, status_name(status))
             self.health.publish({point: (self.health.last(point), Quality.IV)})
 
+    async def _on_gap(self, missing: list[int], republished: int) -> None:
+        """Notification messages lost on the way (the server's answer could not be decoded): what
+        was not republished is made good by reading every subscribed point afresh."""
+        self._metrics.counter("gridgate_opcua_messages_lost_total", "notification messages not decoded",
+                              device=self.device.name).inc(len(missing))
+        log.warning("%s: notification messages %d..%d from %s not decoded; %d republished%s", self.device.name,
+                    missing[0], missing[-1], self.connection.endpoint, republished,
+                    "" if republished == len(missing) else ", subscribed points read afresh")
+        if republished == len(missing) or self._session is None:
+            return
+        points = [p.id for p in self.profile.points if p.mode == "subscribe"]
+        try:
+            values = await self._session.read(points)
+        except Exception as exc:  # the session is in doubt: it is made again
+            self._lose(exc)
+            return
+        for point, value in values.items():
+            self._deliver(point, value)
+
     async def _read_loop(self, session: Session) -> None:
         """The ``mode: read`` points, every ``read_s``."""
         points = [p.id for p in self.profile.points if p.mode == "read"]
@@ -168,26 +190,44 @@ class OpcUaDriver:
         self.batcher.add((point, value))
 
     def _publish_turn(self, items: list[tuple[str, ua.DataValue]]) -> None:
-        """A turn's values: quality from each StatusCode, a Bad one keeping the last value; one
-        batch per round (a point queued twice in one turn starts the next round, so none is lost).
-        Source times are per value."""
+        """A turn's values: quality from each StatusCode, a Bad one or one the point cannot take
+        keeping the last value; one batch per round (a point queued twice in one turn starts the
+        next round, so none is lost). Source times are per value."""
         rounds: list[dict[str, tuple[Value, Quality]]] = [{}]
         times: list[dict[str, float]] = [{}]
         for point, value in items:
             if point in rounds[-1]:
                 rounds.append({})
                 times.append({})
-            status = value.StatusCode.value if value.StatusCode is not None else 0
-            stamp = value.SourceTimestamp or value.ServerTimestamp
+            stamp = source_seconds(value)
             if stamp is not None:
-                times[-1][point] = stamp.timestamp()
-            if keeps_last_value(status):
-                rounds[-1][point] = (self._last_in(rounds, point), quality_of(status))
-            else:
-                raw = value.Value.Value if value.Value is not None else None
-                rounds[-1][point] = (to_engineering(self._specs[point], raw), quality_of(status) if status else GOOD)
+                times[-1][point] = stamp
+            rounds[-1][point] = self._taken(point, value, rounds)
         for values, stamps in zip(rounds, times):  # the server answered: the session is good, whatever each status
             self.health.good(values, source_times=stamps)
+
+    def _taken(self, point: str, value: ua.DataValue, rounds: list[dict[str, tuple[Value, Quality]]]) \
+            -> tuple[Value, Quality]:
+        """One DataValue as the point's value and quality (see ``quality`` and ``codec.decoded``)."""
+        status = value.StatusCode.value if value.StatusCode is not None else 0
+        if keeps_last_value(status):
+            return self._last_in(rounds, point), quality_of(status)
+        try:
+            engineering = decoded(self._specs[point], value.Value)
+        except BadValue as exc:
+            self._reject(point, exc)
+            return self._last_in(rounds, point), Quality.IV
+        self._rejected.pop(point, None)
+        return engineering, quality_of(status) if status else GOOD
+
+    def _reject(self, point: str, exc: BadValue) -> None:
+        """Counted by cause; logged once per point until it sends a value it can take again."""
+        self._metrics.counter("gridgate_opcua_values_refused_total", "values a point could not take",
+                              device=self.device.name, reason=exc.reason).inc()
+        if self._rejected.get(point) != exc.reason:
+            self._rejected[point] = exc.reason
+            node = self._session.watched[point].node.nodeid.to_string() if self._session else "?"
+            log.warning("%s.%s: node %s sent %s; point IV, last value kept", self.device.name, point, node, exc)
 
     def _last_in(self, rounds: list[dict[str, tuple[Value, Quality]]], point: str) -> Value:
         """The point's last good value, counting the earlier rounds of this turn."""
@@ -229,12 +269,9 @@ class OpcUaDriver:
         except (asyncio.TimeoutError, OSError, ua.UaError) as exc:
             raise CommandFailed(f"{command.device}.{command.point}: written, read-back of {node} failed: {exc!r}",
                                 True) from exc
-        status = value.StatusCode.value if value.StatusCode is not None else 0
-        quality = quality_of(status)
-        engineering = None if keeps_last_value(status) else to_engineering(spec, value.Value.Value)
-        self.health.publish({spec.id: (engineering if engineering is not None else self.health.last(spec.id),
-                                       quality)})
-        check_readback(command, spec, engineering, quality)
+        engineering, quality = self._taken(spec.id, value, [{}])
+        self.health.publish({spec.id: (engineering, quality)})
+        check_readback(command, spec, None if quality & Quality.IV else engineering, quality)
         return CommandResult(command, engineering, self._reactor.seconds())
 
     def stats(self) -> dict[str, Any]:

@@ -7,17 +7,29 @@ EURange), sampling interval and queue size (oldest discarded). Notifications are
 asyncua's iterator API: its handler API starts an asyncio task per notification, which cost
 more CPU than everything the gateway does with the value. Each DataValue goes to ``deliver``;
 the driver publishes one batch per reactor turn (``gateway.batching``).
+
+A notification message asyncua cannot decode is dropped by asyncua's publish loop without a
+word, and never acknowledged: the points it carried would stay good with their old values.
+``CheckedSubscription`` follows the message sequence numbers (Part 4, 5.13.1: each message with
+data takes the next number, a keep-alive announces the next one) and asks for a missing message
+again (Republish, which the server keeps until acknowledged); what the server no longer has
+goes to ``on_gap``, and the driver reads the subscribed points afresh.
 """
 
-from typing import Callable
+import logging
+from typing import Any, Awaitable, Callable
 
 from asyncua import ua
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent, Subscription
+
+log = logging.getLogger(__name__)
 
 from drivers.opcua.profile import OpcUaProfile
 from drivers.opcua.session import Session
 
 Deliver = Callable[[str, ua.DataValue], None]
+OnGap = Callable[[list[int], int], Awaitable[None]]
+REPUBLISH_AT_MOST = 16  # messages asked for again one by one; a longer gap is read afresh at once
 
 
 def item_request(handle: int, node_id: ua.NodeId, profile: OpcUaProfile, point_id: str,
@@ -36,6 +48,35 @@ def item_request(handle: int, node_id: ua.NodeId, profile: OpcUaProfile, point_i
                                          QueueSize=settings.queue_size or 1, DiscardOldest=True)
     return ua.MonitoredItemCreateRequest(ItemToMonitor=ua.ReadValueId(NodeId=node_id, AttributeId=ua.AttributeIds.Value),
                                          MonitoringMode=ua.MonitoringMode.Reporting, RequestedParameters=parameters)
+
+
+class CheckedSubscription(Subscription):
+    """asyncua's subscription, with lost notification messages asked for again (module docstring)."""
+
+    def __init__(self, *args: Any, on_gap: OnGap, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_gap = on_gap
+        self._expected: int | None = None  # the sequence number the next message with data takes
+
+    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
+        message = publish_result.NotificationMessage
+        number = int(message.SequenceNumber)
+        expected, self._expected = self._expected, number + 1 if message.NotificationData else number
+        if expected is not None and number > expected:
+            await self._refill(list(range(expected, number)))
+        await super().publish_callback(publish_result)
+
+    async def _refill(self, missing: list[int]) -> None:
+        republished = 0
+        for number in missing[:REPUBLISH_AT_MOST]:
+            try:
+                message = await self.server.republish(self.subscription_id, number)
+            except Exception as exc:  # not had back, or not decodable again: the message in hand goes on
+                log.debug("republish %s: %s", number, exc)
+                break
+            await super().publish_callback(ua.PublishResult(self.subscription_id, NotificationMessage=message))
+            republished += 1
+        await self._on_gap(missing, republished)
 
 
 class Subscribed:
@@ -60,8 +101,9 @@ class Subscribed:
                 lost(f"subscription status {event.notification.Status}")
 
 
-async def subscribe(session: Session, profile: OpcUaProfile, publishing_ms: int) -> Subscribed:
-    """Create the subscription and one monitored item per ``mode: subscribe`` point."""
+async def subscribe(session: Session, profile: OpcUaProfile, publishing_ms: int, on_gap: OnGap) -> Subscribed:
+    """Create the subscription and one monitored item per ``mode: subscribe`` point; ``on_gap`` is
+    told which lost messages could not all be republished (module docstring)."""
     points = [p.id for p in profile.points if p.mode == "subscribe"]
     if not points:
         return Subscribed(None, {}, {})
@@ -70,8 +112,9 @@ async def subscribe(session: Session, profile: OpcUaProfile, publishing_ms: int)
                                              RequestedLifetimeCount=300, RequestedMaxKeepAliveCount=10,
                                              MaxNotificationsPerPublish=10_000, PublishingEnabled=True, Priority=0)
     # the queue holds what arrived since the loop last ran; WARN logs if a stall ever fills it
-    subscription = await session.client.create_subscription(params, None, queue_maxsize=max(100_000, 20 * len(points)),
-                                                            overflow=OverflowPolicy.WARN)
+    subscription = CheckedSubscription(session.client.uaclient.session, params, None, on_gap=on_gap,
+                                       queue_maxsize=max(100_000, 20 * len(points)), overflow=OverflowPolicy.WARN)
+    await subscription.init()
     requests = [item_request(h, session.watched[p].node.nodeid, profile, p, publishing_ms) for h, p in handles.items()]
     results = await subscription.create_monitored_items(requests)
     refused = {handles[h]: r.value for h, r in zip(handles, results) if isinstance(r, ua.StatusCode)}

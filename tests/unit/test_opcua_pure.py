@@ -1,4 +1,5 @@
-"""The OPC UA driver's pure parts: the StatusCode -> quality table, value scaling, monitored-item
+"""The OPC UA driver's pure parts: the StatusCode -> quality table, value scaling and the values a
+point refuses, monitored-item
 requests (filters), profile and connection validation, and the server-certificate trust rules."""
 
 import datetime
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
-from drivers.opcua.codec import EncodeError, to_engineering, to_raw
+from drivers.opcua.codec import BadValue, EncodeError, decoded, source_seconds, to_engineering, to_raw
 from drivers.opcua.profile import OpcUaConnection, OpcUaProfile
 from drivers.opcua.quality import keeps_last_value, quality_of, status_name
 from drivers.opcua.subscribe import item_request
@@ -73,6 +74,42 @@ def test_scaling_both_ways_and_type_limits() -> None:
         to_raw(u, -1)
     with pytest.raises(EncodeError, match="not a finite number"):
         to_raw(soc, float("nan"))
+
+
+V = ua.VariantType
+
+
+@pytest.mark.parametrize(("point", "variant", "reason"), [
+    ("soc", ua.Variant("12.5", V.String), "type"),
+    ("soc", ua.Variant(True, V.Boolean), "type"),
+    ("on", ua.Variant(2, V.Int32), "type"),  # bool(2) would be a silent True
+    ("name", ua.Variant(3.0, V.Double), "type"),
+    ("soc", ua.Variant([1.0, 2.0], V.Float, is_array=True), "array"),
+    ("soc", ua.Variant(), "empty"),
+    ("soc", None, "empty"),
+    ("soc", ua.Variant(float("nan"), V.Float), "not finite"),
+    ("soc", ua.Variant(float("-inf"), V.Double), "not finite"),
+])
+def test_a_value_a_point_cannot_take_is_refused_with_its_cause(point: str, variant: ua.Variant | None,
+                                                                reason: str) -> None:
+    with pytest.raises(BadValue) as refused:
+        decoded(PROFILE.point(point), variant)
+    assert refused.value.reason == reason
+
+
+def test_numbers_of_another_width_are_taken_as_numbers() -> None:
+    assert decoded(PROFILE.point("p"), ua.Variant(70000, V.Int64)) == pytest.approx(7000.0)
+    assert decoded(PROFILE.point("u"), ua.Variant(7.0, V.Double)) == 7
+    assert decoded(PROFILE.point("on"), ua.Variant(False, V.Boolean)) is False
+
+
+def test_a_null_time_stamp_is_no_time_stamp() -> None:
+    at = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
+    null, end = (datetime.datetime(1601, 1, 1, tzinfo=datetime.timezone.utc),
+                 datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc))
+    assert source_seconds(ua.DataValue(SourceTimestamp=at, ServerTimestamp=null)) == at.timestamp()
+    assert source_seconds(ua.DataValue(SourceTimestamp=null, ServerTimestamp=at)) == at.timestamp()
+    assert source_seconds(ua.DataValue(SourceTimestamp=end, ServerTimestamp=None)) is None
 
 
 def test_item_requests_carry_trigger_deadband_sampling_and_queue() -> None:
