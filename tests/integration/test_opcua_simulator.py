@@ -265,7 +265,7 @@ async def test_status_and_remove_node_faults(site: Site) -> None:
 
     A subscriber is told each status too, the removal included.
     """
-    assert set(FAULT_KINDS) == {"status", "remove_node", "restart", "healthy"}
+    assert set(FAULT_KINDS) == {"status", "remove_node", "restart", "stall", "healthy"}
     async with Client(site.url(site.plain)) as client:
         notified = Notifications()
         index = await client.get_namespace_index(NS)

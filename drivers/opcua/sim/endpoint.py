@@ -6,6 +6,11 @@ An endpoint offers exactly the security its devices' connections name, with its 
 its endpoints and policies a second time, and a real restart loses every session and
 subscription, which is what a client's recovery must be tested against. Building costs about 1.5 s
 (asyncua loads the standard address space in a thread), so the outage lasts at least that long.
+
+A stall holds every connection of the server (``Connections``) instead of stopping it: sockets
+open, nothing read or written, new ones accepted by TCP and held too. Inside, the server goes on
+(node writes, sessions, subscriptions), so what a client sees is only a peer that no longer
+answers, as with a hung PLC. A restart ends a stall, as restarting a hung server does.
 """
 
 import asyncio
@@ -24,6 +29,52 @@ from drivers.opcua.profile import OpcUaConnection
 from drivers.opcua.sim import nodes
 from drivers.opcua.sim.certs import CertificateFiles, application_uri, kept_certificate, write_certificate
 from drivers.opcua.sim.device import SimulatedDevice
+
+
+class Connections(list[asyncio.Transport]):
+    """One server's live connections, which a stall holds: nothing read, nothing written, socket open.
+
+    It takes the place of asyncua 2.1's ``InternalServer.asyncio_transports``, the one list of a
+    server's connections: ``OPCUAProtocol.connection_made`` appends each before anything is read
+    from it (so one made during a stall is held before its Hello is read), ``connection_lost``
+    removes it. What the server writes to a held connection (answers to requests read before the
+    stall, subscription notifications) is kept and sent on resume, in order, as a hung process
+    that continues sends it: dropping it would break the secure channel's sequence numbers.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: dict[asyncio.Transport, list[bytes]] | None = None  # kept writes; None: not stalled
+
+    def append(self, transport: asyncio.Transport) -> None:
+        super().append(transport)
+        if self._held is not None:
+            self._hold(transport, self._held)
+
+    def stall(self) -> None:
+        """Hold every connection, and every one made until ``resume``."""
+        if self._held is None:
+            self._held = {}
+            for transport in self:
+                self._hold(transport, self._held)
+
+    def resume(self) -> None:
+        """Send what was kept and read again, on the connections still open."""
+        held, self._held = self._held or {}, None
+        for transport, writes in held.items():
+            del transport.write  # the transport's own method again
+            if transport.is_closing():
+                continue
+            for data in writes:
+                transport.write(data)
+            transport.resume_reading()
+
+    @staticmethod
+    def _hold(transport: asyncio.Transport, held: dict[asyncio.Transport, list[bytes]]) -> None:
+        transport.pause_reading()
+        writes = held[transport] = []
+        transport.write = writes.append  # type: ignore[method-assign]  # asyncua's UaProcessor writes here
+
 
 def security_policy(policy: str, mode: str) -> ua.SecurityPolicyType:
     """asyncua's name for a profile's policy and mode (``Basic256Sha256`` + ``Sign``...)."""
@@ -71,6 +122,8 @@ class Endpoint:
         self._targets: dict[ua.NodeId, tuple[SimulatedDevice, str]] = {}
         self._wanted = False  # opened and not closed since: a restart in progress may listen again
         self._restarting = False
+        self._connections = Connections()  # those of _server
+        self._resume_call: asyncio.TimerHandle | None = None  # the end of a stall with a duration
 
     def add(self, device: SimulatedDevice, connection: OpcUaConnection) -> None:
         """Serve ``device`` here too; ValueError for a NodeId another point already has (here or in
@@ -129,12 +182,38 @@ class Endpoint:
         finally:
             self._restarting = False
 
+    def stall(self, for_s: float | None) -> None:
+        """Stop answering every connection, current and new, until ``resume`` or for ``for_s`` seconds.
+
+        RuntimeError while the endpoint is down: there is no server to hang.
+        """
+        if self._server is None:
+            raise RuntimeError(f"{self.host}:{self.port} is down: no server to stall")
+        self._cancel_resume()
+        self._connections.stall()
+        if for_s is not None:
+            self._resume_call = asyncio.get_running_loop().call_later(for_s, self.resume)
+
+    def resume(self) -> None:
+        """Answer again: what the server wrote meanwhile is sent, then requests are read (a no-op unless stalled)."""
+        self._cancel_resume()
+        self._connections.resume()
+
+    def _cancel_resume(self) -> None:
+        if self._resume_call is not None:
+            self._resume_call.cancel()
+            self._resume_call = None
+
     async def _shut_down(self) -> None:
+        """Stop the server; held connections are closed with what they kept (a hung server killed sends nothing)."""
+        self._cancel_resume()
         server, self._server = self._server, None
         if server is not None:
             await server.stop()
 
     async def _listen(self, server: Server) -> None:
+        self._connections = Connections()
+        server.iserver.asyncio_transports = self._connections
         await server.start()
         self._server = server
         for device in self.devices:  # what happened while the server was being built

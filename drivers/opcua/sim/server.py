@@ -6,7 +6,7 @@ steps every device's value engine on the reactor (a ``LoopingCall`` every ``peri
 writes what changed into the nodes, server-side, with a Good status and the reactor's time as
 source timestamp. A client's write to a writable node sets the engine, so ``follow`` points move.
 
-Faults (``FAULT_KINDS``), for a device, or its endpoint for ``restart``:
+Faults (``FAULT_KINDS``), for a device, or its endpoint for ``restart`` and ``stall``:
 
 * ``status``: serve ``point`` with ``status=`` (a StatusCode, e.g. ``0x808D0000`` BadOutOfService)
   while its value keeps moving; ``status=0`` is Good again. A Bad status serves a null value, as
@@ -16,7 +16,12 @@ Faults (``FAULT_KINDS``), for a device, or its endpoint for ``restart``:
 * ``restart``: stop the endpoint's server, listen again after ``down_s`` (default 1.0; at least
   the ~1.5 s a fresh server takes to build), with a new certificate if ``new_certificate=True``.
   The Deferred fires once it listens again.
-* ``healthy``: clear the device's status faults and create its removed nodes again.
+* ``stall``: the endpoint's server hangs: its connections stay open, current and new ones (TCP
+  accepts them) get no answer, while values keep moving inside. After ``for_s`` seconds, if
+  given, it answers again by itself; otherwise ``healthy`` ends it. A restart ends it too.
+* ``healthy``: clear the device's status faults, create its removed nodes again and end a stall
+  of its endpoint. It ends the stall rather than a separate ``resume`` kind because a device on a
+  stalled endpoint is not healthy: ``healthy`` stays the one way back to a device that answers.
 """
 
 import logging
@@ -24,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
@@ -40,7 +45,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FAULT_KINDS", "OpcUaSimulator"]
 
-FAULT_KINDS = ("status", "remove_node", "restart", "healthy")
+FAULT_KINDS = ("status", "remove_node", "restart", "stall", "healthy")
 
 
 @implementer(ISimulator)
@@ -151,10 +156,11 @@ class OpcUaSimulator:
         return self._endpoints[endpoint_host_port].regenerate_certificate()
 
     def fault(self, device: str, kind: str, point: str | None = None, **options: Any) -> Deferred:
-        """Make a device (or, for ``restart``, its endpoint) misbehave; see the module's list.
+        """Make a device (or, for ``restart`` and ``stall``, its endpoint) misbehave; see the module's list.
 
-        Fires once in effect. ValueError for an unknown kind, a missing ``point`` or option;
-        KeyError for a device or point the simulator does not serve.
+        Fires once in effect. ValueError for an unknown kind, a missing ``point`` or option, a
+        ``for_s`` not above 0; KeyError for a device or point the simulator does not serve;
+        RuntimeError for a stall while the endpoint restarts.
         """
         simulated = self._devices[device]
         if kind in ("status", "remove_node"):
@@ -162,6 +168,8 @@ class OpcUaSimulator:
         if kind == "restart":
             return as_deferred(self._endpoint_of[device].restart(float(options.get("down_s", 1.0)),
                                                                  bool(options.get("new_certificate", False))))
+        if kind == "stall":
+            return self._stall(device, options.get("for_s"))
         if kind == "healthy":
             return as_deferred(self._heal(simulated))
         raise ValueError(f"unknown fault {kind!r}; kinds: {', '.join(FAULT_KINDS)}")
@@ -185,8 +193,15 @@ class OpcUaSimulator:
             device.status[point] = status
         await self._endpoint_of[device.name].write(device, [point])
 
+    def _stall(self, device: str, for_s: Any) -> Deferred:
+        if for_s is not None and not float(for_s) > 0:
+            raise ValueError(f"fault stall: for_s must be above 0 seconds, got {for_s}")
+        self._endpoint_of[device].stall(None if for_s is None else float(for_s))
+        return succeed(None)
+
     async def _heal(self, device: SimulatedDevice) -> None:
         faulted, device.status = list(device.status), {}
         endpoint = self._endpoint_of[device.name]
+        endpoint.resume()
         await endpoint.recreate(device)
         await endpoint.write(device, faulted)
