@@ -14,6 +14,7 @@ from asyncua import Client, Node, ua
 from asyncua.crypto import security_policies, uacrypto
 
 from drivers.opcua.profile import OpcUaConnection, OpcUaPoint, OpcUaProfile, Security
+from drivers.opcua.quality import status_name
 from drivers.opcua.trust import application_uris, check_server, load_certificate
 from gateway.errors import DeviceError
 
@@ -24,15 +25,28 @@ POLICIES: dict[str, Any] = {"Basic256Sha256": security_policies.SecurityPolicyBa
                             "Aes256Sha256RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss}
 VARIANTS = {name: getattr(ua.VariantType, name) for name in (
     "Boolean", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Float", "Double", "String")}
+TYPE_NAMES = {getattr(ua.ObjectIds, name): name for name in VARIANTS}  # a standard DataType's NodeId -> its name
 
 
 @dataclass
 class Watched:
-    """A point the session watches: its node, and the variant type its writes use."""
+    """A point the session watches: its node, the variant type its writes use, and for a point
+    commanded by a method the object and method nodes, or why the server's method cannot take
+    the profile's arguments."""
 
     point: OpcUaPoint
     node: Node
     variant: Any
+    method: tuple[ua.NodeId, ua.NodeId] | None = None
+    method_problem: str | None = None
+
+
+@dataclass
+class Called:
+    """A method call's outcome: the server's StatusCode and each input argument's."""
+
+    status: ua.StatusCode
+    argument_results: list[ua.StatusCode]
 
 
 class Session:
@@ -47,11 +61,7 @@ class Session:
     async def open(cls, device: str, connection: OpcUaConnection, profile: OpcUaProfile,
                    on_lost: Callable[[Exception], Awaitable[None]]) -> "Session":
         """Connect (checking the server certificate first), resolve every point's node id."""
-        client = Client(connection.endpoint, timeout=connection.timeout_s, watchdog_intervall=1.0)
-        await _secure(device, client, connection)
-        if connection.user is not None:
-            client.set_user(connection.user.name)
-            client.set_password(os.environ.get(connection.user.password_env, ""))
+        client = await prepared_client(device, connection, watchdog_intervall=1.0)
         client.connection_lost_callback = on_lost
         try:
             await client.connect()
@@ -75,13 +85,59 @@ class Session:
                 raise DeviceError(self.device, f"the server has no namespace {uri!r} (it has {namespaces})")
             node = self.client.get_node(ua.NodeId.from_string(f"ns={namespaces.index(uri)};{point.node}"))
             watched[point.id] = Watched(point, node, VARIANTS[point.data_type])
+            if point.method is not None:
+                watched[point.id].method = self._method_ids(point, uri, namespaces)
         await self._server_types(watched)
+        for item in (w for w in watched.values() if w.method is not None):
+            item.method_problem = await self._method_problem(item)
         return watched
+
+    def _method_ids(self, point: OpcUaPoint, uri: str, namespaces: list[str]) -> tuple[ua.NodeId, ua.NodeId]:
+        assert point.method is not None
+        uri = point.method.namespace or uri
+        if uri not in namespaces:
+            raise DeviceError(self.device, f"the server has no namespace {uri!r} (it has {namespaces})")
+        index = namespaces.index(uri)
+        return (ua.NodeId.from_string(f"ns={index};{point.method.object}"),
+                ua.NodeId.from_string(f"ns={index};{point.method.node}"))
+
+    async def _method_problem(self, item: Watched) -> str | None:
+        """Why the server's method cannot take the profile's call: not served, not a method, or
+        other arguments (number and types, from its InputArguments property); read once per
+        session. None when it can, or does not say (the call will tell)."""
+        assert item.point.method is not None and item.method is not None
+        method = self.client.get_node(item.method[1])
+        problem = await self._not_a_method(method)
+        if problem is None:
+            try:
+                declared = await (await method.get_child("0:InputArguments")).read_value()
+            except (ua.UaError, ValueError) as exc:  # a server need not expose InputArguments
+                log.debug("%s.%s: InputArguments not read: %s", self.device, item.point.id, exc)
+                return None
+            served = [TYPE_NAMES.get(a.DataType.Identifier, a.DataType.to_string())
+                      if a.DataType.NamespaceIndex == 0 else a.DataType.to_string() for a in declared]
+            wanted = [a.data_type for a in item.point.method.arguments]
+            if served != wanted:
+                problem = (f"method {method.nodeid.to_string()} takes ({', '.join(served)}), "
+                           f"the profile gives ({', '.join(wanted)})")
+        if problem is not None:
+            log.warning("%s.%s: %s; its commands are refused", self.device, item.point.id, problem)
+        return problem
+
+    @staticmethod
+    async def _not_a_method(method: Node) -> str | None:
+        try:
+            node_class = await method.read_node_class()
+        except ua.UaStatusCodeError as exc:
+            return f"method {method.nodeid.to_string()} not served: {status_name(exc.code)}"
+        if node_class != ua.NodeClass.Method:
+            return f"{method.nodeid.to_string()} is a {node_class.name}, not a method"
+        return None
 
     async def _server_types(self, watched: dict[str, Watched]) -> None:
         """Writes go in the node's own data type, read once per session (a Python float to a
         Float node is BadTypeMismatch); a profile that says otherwise is logged, the server wins."""
-        for item in (w for w in watched.values() if w.point.writable is not None):
+        for item in (w for w in watched.values() if w.point.writable is not None and w.point.method is None):
             try:
                 served = await item.node.read_data_type_as_variant_type()
             except (ua.UaError, ValueError) as exc:  # a missing node is reported by the subscription
@@ -111,6 +167,29 @@ class Session:
         params.NodesToWrite = [ua.WriteValue(NodeId=item.node.nodeid, AttributeId=ua.AttributeIds.Value, Value=value)]
         [status] = await self.client.uaclient.write(params)
         return status
+
+
+    async def call(self, point: str, raw: Any) -> Called:
+        """Call the point's method with the profile's arguments, ``raw`` in the command's slot."""
+        item = self.watched[point]
+        assert item.point.method is not None and item.method is not None
+        arguments = [ua.Variant(raw if a.value is None else a.value, VARIANTS[a.data_type])
+                     for a in item.point.method.arguments]
+        request = ua.CallMethodRequest(ObjectId=item.method[0], MethodId=item.method[1], InputArguments=arguments)
+        [result] = await self.client.uaclient.call([request])
+        return Called(result.StatusCode, list(result.InputArgumentResults or []))
+
+
+async def prepared_client(who: str, connection: OpcUaConnection, **options: Any) -> Client:
+    """An asyncua client set up for ``connection`` (not yet connected): the endpoint offering the
+    policy and mode found and its certificate trusted first, then the user; DeviceError naming
+    ``who`` (UntrustedServer among them) when it cannot be."""
+    client = Client(connection.endpoint, timeout=connection.timeout_s, **options)
+    await _secure(who, client, connection)
+    if connection.user is not None:
+        client.set_user(connection.user.name)
+        client.set_password(os.environ.get(connection.user.password_env, ""))
+    return client
 
 
 def security_problems(security: Security) -> list[str]:
