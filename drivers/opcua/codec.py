@@ -77,19 +77,21 @@ def to_engineering(point: OpcUaPoint, raw: Any) -> Value:
     return int(round(value)) if point.value_kind() == "int" else value
 
 
-def to_raw(point: OpcUaPoint, value: Any) -> Any:
-    """What to write to the node for an engineering value; EncodeError when its type cannot carry it."""
-    if point.data_type == "Boolean":
+def to_raw(point: OpcUaPoint, value: Any, data_type: str | None = None) -> Any:
+    """What to write to the node (or pass to its method, in the argument's ``data_type``) for an
+    engineering value; EncodeError when the type cannot carry it."""
+    data_type = data_type or point.data_type
+    if data_type == "Boolean":
         return bool(value)
-    if point.data_type == "String":
+    if data_type == "String":
         return str(value)
     raw = (float(value) - point.offset) / point.scale
     if not math.isfinite(raw):
         raise EncodeError(f"{point.id}: {value} is not a finite number")
-    if point.data_type not in INTEGER_BITS:
+    if data_type not in INTEGER_BITS:
         return raw
-    low, high = integer_bounds(point.data_type)
+    low, high = integer_bounds(data_type)
     whole = int(round(raw))
     if not low <= whole <= high:
-        raise EncodeError(f"{point.id}: {value} is {whole} raw, outside {point.data_type} ({low}..{high})")
+        raise EncodeError(f"{point.id}: {value} is {whole} raw, outside {data_type} ({low}..{high})")
     return whole

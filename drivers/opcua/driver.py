@@ -7,7 +7,8 @@ publishes through ``gateway.batching`` (one batch per reactor turn) and ``gatewa
 8 s) and a new session each time, so a server that restarted, regenerated its certificate or lost
 nodes is taken as it is now: items the server refuses are IV with the node named in the log,
 the rest of the device stays live. An absent server at start is a device offline, not a
-start-up failure.
+start-up failure. A command writes the point's node, or calls the point's method (``profile``:
+``method``), and reads the node back either way.
 """
 
 import asyncio
@@ -245,23 +246,46 @@ class OpcUaDriver:
         session = self._session
         if session is None:
             raise CommandFailed(f"{command.device}.{command.point}: not connected to {self.connection.endpoint}", False)
+        watched = session.watched[spec.id]
+        if watched.method_problem is not None:
+            raise CommandFailed(f"{command.device}.{command.point}: {watched.method_problem}", False)
         try:
-            raw = to_raw(spec, command.value)
+            raw = to_raw(spec, command.value, spec.method.command_argument().data_type if spec.method else None)
         except EncodeError as exc:
             raise CommandRejected(str(exc)) from exc
         remaining = command.deadline - self._reactor.seconds()
         if remaining <= 0:
             raise CommandRejected(f"{command.device}.{command.point}: deadline passed before writing")
-        node = session.watched[spec.id].node.nodeid.to_string()
+        node = watched.node.nodeid.to_string()
+        if spec.method is not None:
+            await self._call(command, session, raw, remaining)
+        else:
+            await self._write(command, session, raw, remaining, node)
+        return await self._read_back(command, spec, session, node)
+
+    async def _write(self, command: Command, session: Session, raw: Any, remaining: float, node: str) -> None:
         try:
-            status = await asyncio.wait_for(session.write(spec.id, raw), remaining)
+            status = await asyncio.wait_for(session.write(command.point, raw), remaining)
         except (asyncio.TimeoutError, OSError, ua.UaError) as exc:
             raise CommandFailed(f"{command.device}.{command.point}: write to {node} not acknowledged: {exc!r}",
                                 None) from exc
         if not status.is_good():
             raise CommandFailed(f"{command.device}.{command.point}: node {node} refused the write: "
                                 f"{status_name(status.value)}", False)
-        return await self._read_back(command, spec, session, node)
+
+    async def _call(self, command: Command, session: Session, raw: Any, remaining: float) -> None:
+        """Call the point's method; a refusal names the method, its StatusCode and each argument's."""
+        method = session.watched[command.point].method[1].to_string()  # type: ignore[index]
+        try:
+            called = await asyncio.wait_for(session.call(command.point, raw), remaining)
+        except (asyncio.TimeoutError, OSError, ua.UaError) as exc:
+            raise CommandFailed(f"{command.device}.{command.point}: call of {method} not answered: {exc!r}",
+                                None) from exc
+        if not called.status.is_good():
+            arguments = ", ".join(status_name(r.value) for r in called.argument_results)
+            raise CommandFailed(f"{command.device}.{command.point}: method {method} refused the call: "
+                                f"{status_name(called.status.value)}" + (f" (arguments: {arguments})" if arguments else ""),
+                                False)
 
     async def _read_back(self, command: Command, spec: OpcUaPoint, session: Session, node: str) -> CommandResult:
         try:

@@ -52,8 +52,50 @@ class Subscription(Strict):
     deadband: Deadband | None = None
 
 
+class MethodArgument(Strict):
+    """One input argument of a method, in the method's order: a constant, or (no ``value``) the
+    command's value in this argument's type."""
+
+    name: str = ""
+    data_type: DataType
+    value: bool | int | float | str | None = None
+
+    @model_validator(mode="after")
+    def _carried(self) -> "MethodArgument":
+        value, kind = self.value, self.data_type
+        if value is None:
+            return self
+        fits = (isinstance(value, bool) if kind == "Boolean" else isinstance(value, str) if kind == "String" else
+                not isinstance(value, (bool, str)) and (kind not in INTEGER_BITS or (
+                    float(value).is_integer() and integer_bounds(kind)[0] <= value <= integer_bounds(kind)[1])))
+        if not fits:
+            raise ValueError(f"{value!r} is not a {kind}")
+        return self
+
+
+class MethodCall(Strict):
+    """The method a command to the point calls instead of writing its node (a device whose
+    setpoints are set through methods); the read-back is the point's node, as for a write."""
+
+    object: str = Field(pattern=IDENTIFIER, description="the object the method is called on")
+    node: str = Field(pattern=IDENTIFIER, description="the method's node")
+    namespace: str | None = Field(None, description="namespace URI of both; default: the point's")
+    arguments: list[MethodArgument] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_command_slot(self) -> "MethodCall":
+        if sum(1 for a in self.arguments if a.value is None) != 1:
+            raise ValueError("exactly one argument takes the command's value (the one without value:)")
+        return self
+
+    def command_argument(self) -> MethodArgument:
+        """The argument the command's value goes into."""
+        return next(a for a in self.arguments if a.value is None)
+
+
 class OpcUaPoint(PointSpec):
-    """A point at a variable node (``mode: subscribe``, the default, or ``read`` on the device's read period)."""
+    """A point at a variable node (``mode: subscribe``, the default, or ``read`` on the device's read
+    period); commanded by writing the node, or by calling ``method``."""
 
     node: str = Field(pattern=IDENTIFIER, description="identifier: s=..., i=..., g=..., b=...")
     namespace: str | None = Field(None, description="namespace URI; default: the profile's opcua.namespace")
@@ -62,6 +104,13 @@ class OpcUaPoint(PointSpec):
     sampling_ms: int | None = Field(None, ge=0, le=3_600_000)
     queue_size: int | None = Field(None, ge=1, le=10_000)
     deadband: Deadband | None = None
+    method: MethodCall | None = None
+
+    @model_validator(mode="after")
+    def _method_commands(self) -> "OpcUaPoint":
+        if self.method is not None and self.writable is None:
+            raise ValueError("a point commanded by a method needs writable limits: writable: {min: ..., max: ...}")
+        return self
 
     def value_kind(self) -> Literal["bool", "int", "float", "str"]:
         """bool, str, int (unscaled integer types) or float."""
@@ -94,6 +143,23 @@ class OpcUaProfile(ProfileSpec):
     protocol: Literal["opcua"]
     opcua: OpcUaOptions
     points: list[OpcUaPoint] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _methods_apart(self) -> "OpcUaProfile":
+        """A method's object and node are not a point's node, and no two points call one method."""
+        variables = {(self.namespace_of(p), p.node): p.id for p in self.points}
+        methods: dict[tuple[str, str], str] = {}
+        for point in (p for p in self.points if p.method is not None):
+            assert point.method is not None
+            uri = point.method.namespace or self.namespace_of(point)
+            for what, identifier in (("object", point.method.object), ("node", point.method.node)):
+                if (uri, identifier) in variables:
+                    raise ValueError(f"{point.id}: method {what} {identifier} is the node of point "
+                                     f"{variables[(uri, identifier)]}")
+            if (uri, point.method.node) in methods:
+                raise ValueError(f"{point.id}: method {point.method.node} is called by {methods[(uri, point.method.node)]} too")
+            methods[(uri, point.method.node)] = point.id
+        return self
 
     def namespace_of(self, point: OpcUaPoint) -> str:
         """The namespace URI of ``point``."""

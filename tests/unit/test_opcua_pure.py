@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from drivers.opcua.codec import BadValue, EncodeError, decoded, source_seconds, to_engineering, to_raw
 from drivers.opcua.profile import OpcUaConnection, OpcUaProfile
 from drivers.opcua.quality import keeps_last_value, quality_of, status_name
+from drivers.opcua.sim.nodes import method_call
 from drivers.opcua.subscribe import item_request
 from drivers.opcua.trust import UntrustedServer, check_server
 from gateway.certs import issue, make_ca
@@ -110,6 +111,52 @@ def test_a_null_time_stamp_is_no_time_stamp() -> None:
     assert source_seconds(ua.DataValue(SourceTimestamp=at, ServerTimestamp=null)) == at.timestamp()
     assert source_seconds(ua.DataValue(SourceTimestamp=null, ServerTimestamp=at)) == at.timestamp()
     assert source_seconds(ua.DataValue(SourceTimestamp=end, ServerTimestamp=None)) is None
+
+
+METHOD = {"object": "s=PPC", "node": "s=PPC.SetQ", "arguments": [{"data_type": "Double"},
+                                                                 {"data_type": "UInt32", "value": 30}]}
+
+
+def _method_profile(**point: object) -> dict:
+    return {"model": "m", "kind": "pv", "protocol": "opcua", "opcua": {"namespace": "urn:m"},
+            "points": [{"id": "q", "node": "s=Q", "data_type": "Float", "writable": {"min": -1, "max": 1},
+                        "method": METHOD, **point}]}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"writable": None}, "needs writable limits"),
+    ({"method": {**METHOD, "arguments": [{"data_type": "Double", "value": 1.0}]}}, "exactly one argument"),
+    ({"method": {**METHOD, "arguments": [{"data_type": "Double"}, {"data_type": "Double"}]}}, "exactly one argument"),
+    ({"method": {**METHOD, "arguments": [{"data_type": "Double"}, {"data_type": "UInt32", "value": -1}]}},
+     "-1 is not a UInt32"),
+    ({"method": {**METHOD, "arguments": [{"data_type": "Double"}, {"data_type": "Boolean", "value": 1}]}},
+     "1 is not a Boolean"),
+    ({"method": {**METHOD, "node": "s=Q"}}, "method node s=Q is the node of point q"),
+])
+def test_a_method_call_that_cannot_work_is_refused_in_the_profile(change: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        OpcUaProfile.model_validate(_method_profile(**change))
+
+
+def test_the_command_argument_takes_its_own_type() -> None:
+    q = OpcUaProfile.model_validate(_method_profile(scale=0.1)).point("q")
+    assert q.method is not None and q.method.command_argument().data_type == "Double"
+    assert to_raw(q, 0.5, "Double") == pytest.approx(5.0) and to_raw(q, 0.5, "Int16") == 5
+    with pytest.raises(EncodeError, match="outside SByte"):
+        to_raw(q, 20.0, "SByte")
+
+
+@pytest.mark.parametrize(("arguments", "status", "per_argument"), [
+    ([ua.Variant(1.5, V.Double), ua.Variant(30, V.UInt32)], S.Good, [S.Good, S.Good]),
+    ([ua.Variant(1.5, V.Float), ua.Variant(30, V.UInt32)], S.BadInvalidArgument, [S.BadTypeMismatch, S.Good]),
+    ([ua.Variant(1.5, V.Double)], S.BadArgumentsMissing, []),
+    ([ua.Variant(1.5, V.Double)] * 3, S.BadTooManyArguments, []),
+])
+def test_the_simulator_checks_a_calls_arguments_as_a_conformant_server(arguments: list, status: int,
+                                                                       per_argument: list) -> None:
+    method = OpcUaProfile.model_validate(_method_profile()).point("q").method
+    result = method_call(method, arguments)
+    assert result.StatusCode.value == status and [r.value for r in result.InputArgumentResults] == per_argument
 
 
 def test_item_requests_carry_trigger_deadband_sampling_and_queue() -> None:

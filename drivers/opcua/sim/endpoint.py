@@ -76,6 +76,18 @@ class Connections(list[asyncio.Transport]):
         transport.write = writes.append  # type: ignore[method-assign]  # asyncua's UaProcessor writes here
 
 
+def _node_keys(device: SimulatedDevice) -> list[tuple[str, str]]:
+    """(namespace URI, identifier) of every node the device's profile names: its points' nodes, and
+    its methods with the objects they are called on (a device may name one object twice)."""
+    profile = device.profile
+    keys = [(profile.namespace_of(p), p.node) for p in profile.points]
+    for point in (p for p in profile.points if p.method is not None):
+        assert point.method is not None
+        uri = point.method.namespace or profile.namespace_of(point)
+        keys += [(uri, point.method.node)] + ([] if (uri, point.method.object) in keys else [(uri, point.method.object)])
+    return keys
+
+
 def security_policy(policy: str, mode: str) -> ua.SecurityPolicyType:
     """asyncua's name for a profile's policy and mode (``Basic256Sha256`` + ``Sign``...)."""
     if policy == "None":
@@ -129,12 +141,11 @@ class Endpoint:
         """Serve ``device`` here too; ValueError for a NodeId another point already has (here or in
         another device: asyncua would only refuse it when building), or a user named twice differently."""
         owners = dict(self._owners)
-        for point in device.profile.points:
-            key = (device.profile.namespace_of(point), point.node)
-            if key in owners:
-                raise ValueError(f"{device.name}: node {point.node} of {key[0]} on {self.host}:{self.port} "
-                                 f"is already served for {owners[key]}")
-            owners[key] = device.name
+        for uri, identifier in _node_keys(device):
+            if (uri, identifier) in owners:
+                raise ValueError(f"{device.name}: node {identifier} of {uri} on {self.host}:{self.port} "
+                                 f"is already served for {owners[(uri, identifier)]}")
+            owners[(uri, identifier)] = device.name
         user = connection.user
         if user is not None and self._password_envs.get(user.name, user.password_env) != user.password_env:
             raise ValueError(f"{device.name}: user {user.name} on {self.host}:{self.port} has another "
@@ -255,7 +266,7 @@ class Endpoint:
         self._nodeids.clear()
         self._targets.clear()
         for device in self.devices:
-            for point_id, nodeid in (await nodes.add_device(server, device, indices, when)).items():
+            for point_id, nodeid in (await nodes.add_device(server, device, indices, when, self._called)).items():
                 self._nodeids[(device.name, point_id)] = nodeid
                 self._targets[nodeid] = (device, point_id)
         return server
@@ -271,6 +282,11 @@ class Endpoint:
             device, point_id = target
             device.accept(point_id, item.Value.Value.Value)
             await self.write(device, [point_id])
+
+    async def _called(self, device: SimulatedDevice, point_id: str, raw: Any) -> None:
+        """A client's method call went through: the engine takes its value, as for a write."""
+        device.accept(point_id, raw)
+        await self.write(device, [point_id])
 
     async def write(self, device: SimulatedDevice, point_ids: list[str]) -> None:
         """Serve the points' current values and status (a no-op while the server is down)."""
