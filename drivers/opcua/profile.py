@@ -104,6 +104,7 @@ class OpcUaPoint(PointSpec):
     sampling_ms: int | None = Field(None, ge=0, le=3_600_000)
     queue_size: int | None = Field(None, ge=1, le=10_000)
     deadband: Deadband | None = None
+    group: str | None = Field(None, description="a named group of the profile's opcua.groups")
     method: MethodCall | None = None
 
     @model_validator(mode="after")
@@ -132,9 +133,10 @@ class OpcUaPoint(PointSpec):
 
 
 class OpcUaOptions(Subscription):
-    """Per-model defaults."""
+    """Per-model defaults, and named groups of subscription settings points may join (``group:``)."""
 
     namespace: str = Field(description="namespace URI of the points that name none")
+    groups: dict[str, Subscription] = Field(default_factory=dict, description="name -> sampling, queue, deadband")
 
 
 class OpcUaProfile(ProfileSpec):
@@ -143,6 +145,14 @@ class OpcUaProfile(ProfileSpec):
     protocol: Literal["opcua"]
     opcua: OpcUaOptions
     points: list[OpcUaPoint] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _groups_named(self) -> "OpcUaProfile":
+        for point in self.points:
+            if point.group is not None and point.group not in self.opcua.groups:
+                raise ValueError(f"{point.id}: no group {point.group!r} in opcua.groups "
+                                 f"(it has {sorted(self.opcua.groups) or 'none'})")
+        return self
 
     @model_validator(mode="after")
     def _methods_apart(self) -> "OpcUaProfile":
@@ -178,10 +188,11 @@ class OpcUaProfile(ProfileSpec):
         return 0.0 if low is None or high is None else (deadband.percent or 0.0) / 100 * (high - low)
 
     def subscription_of(self, point: OpcUaPoint) -> Subscription:
-        """The point's sampling, queue size and deadband, the profile's where it sets none."""
-        return Subscription(sampling_ms=point.sampling_ms if point.sampling_ms is not None else self.opcua.sampling_ms,
-                            queue_size=point.queue_size or self.opcua.queue_size,
-                            deadband=point.deadband or self.opcua.deadband)
+        """The point's sampling, queue size and deadband: its own, else its group's, else the profile's."""
+        group = self.opcua.groups[point.group] if point.group is not None else Subscription()
+        sampling = next((v for v in (point.sampling_ms, group.sampling_ms, self.opcua.sampling_ms) if v is not None), None)
+        return Subscription(sampling_ms=sampling, queue_size=point.queue_size or group.queue_size or self.opcua.queue_size,
+                            deadband=point.deadband or group.deadband or self.opcua.deadband)
 
 
 class Security(Strict):

@@ -173,6 +173,25 @@ def test_item_requests_carry_trigger_deadband_sampling_and_queue() -> None:
     assert request.ItemToMonitor.AttributeId == ua.AttributeIds.Value and parameters.DiscardOldest
 
 
+def test_a_group_sets_what_its_points_do_not_and_the_profile_the_rest() -> None:
+    profile = OpcUaProfile.model_validate({
+        "model": "m", "kind": "ems", "protocol": "opcua",
+        "opcua": {"namespace": "u", "sampling_ms": 1000, "queue_size": 2,
+                  "groups": {"fast": {"sampling_ms": 0, "deadband": {"absolute": 0.1}}, "slow": {"queue_size": 1}}},
+        "points": [{"id": "a", "node": "s=A", "data_type": "Float", "group": "fast"},
+                   {"id": "b", "node": "s=B", "data_type": "Float", "group": "fast", "sampling_ms": 50},
+                   {"id": "c", "node": "s=C", "data_type": "Float", "group": "slow"},
+                   {"id": "d", "node": "s=D", "data_type": "Float"}]})
+    settings = {p.id: profile.subscription_of(p) for p in profile.points}
+    assert (settings["a"].sampling_ms, settings["a"].queue_size, settings["a"].deadband.absolute) == (0, 2, 0.1)
+    assert settings["b"].sampling_ms == 50 and settings["b"].deadband.absolute == 0.1
+    assert (settings["c"].sampling_ms, settings["c"].queue_size, settings["c"].deadband) == (1000, 1, None)
+    assert (settings["d"].sampling_ms, settings["d"].queue_size) == (1000, 2)
+    with pytest.raises(ValidationError, match=r"a: no group 'fastest' in opcua.groups \(it has \['fast', 'slow'\]\)"):
+        OpcUaProfile.model_validate({**profile.model_dump(exclude_none=True), "points": [
+            {"id": "a", "node": "s=A", "data_type": "Float", "group": "fastest"}]})
+
+
 def test_points_name_namespaces_by_uri() -> None:
     assert PROFILE.namespace_of(PROFILE.point("on")) == "urn:other"
     assert PROFILE.namespace_of(PROFILE.point("soc")) == "urn:test:ems"
