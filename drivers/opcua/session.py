@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from asyncua import Client, Node, ua
 from asyncua.crypto import security_policies, uacrypto
+from cryptography.hazmat.primitives import serialization
 
 from drivers.opcua.profile import OpcUaConnection, OpcUaPoint, OpcUaProfile, Security
 from drivers.opcua.quality import status_name
@@ -25,6 +26,7 @@ POLICIES: dict[str, Any] = {"Basic256Sha256": security_policies.SecurityPolicyBa
                             "Aes256Sha256RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss}
 VARIANTS = {name: getattr(ua.VariantType, name) for name in (
     "Boolean", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Float", "Double", "String")}
+PUBLIC = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 TYPE_NAMES = {getattr(ua.ObjectIds, name): name for name in VARIANTS}  # a standard DataType's NodeId -> its name
 
 
@@ -193,21 +195,40 @@ async def prepared_client(who: str, connection: OpcUaConnection, **options: Any)
 
 
 def security_problems(security: Security) -> list[str]:
-    """What stops a secured connection before it is tried: files missing or unreadable, a client
-    certificate without an application URI, a trust folder that does not exist."""
+    """What stops a secured connection before it is tried: files missing or unreadable, a key that
+    is not the certificate's, a client certificate without an application URI, a trust folder that
+    does not exist (asyncua would fail later with a traceback or a bare timeout)."""
     if security.policy == "None":
         return []
     problems = []
     for what, name in (("certificate", security.certificate), ("private_key_file", security.private_key_file)):
         if name is not None and not Path(name).is_file():
             problems.append(f"security.{what}: {name} does not exist (gridgate certs issue DIR --role opcua --uri URN)")
-    if not problems and security.application_uri is None:
-        try:
-            _uri_of(Path(security.certificate or ""))
-        except (DeviceError, ValueError) as exc:
-            problems.append(f"security.certificate: {exc}")
+    if not problems:
+        problems += _pair_problems(Path(security.certificate or ""), Path(security.private_key_file or ""),
+                                   security.application_uri is None)
     if security.trust and not security.trust_on_first_use and not Path(security.trust).is_dir():
         problems.append(f"security.trust: folder {security.trust} does not exist (put the server's certificate there)")
+    return problems
+
+
+def _pair_problems(cert_path: Path, key_path: Path, needs_uri: bool) -> list[str]:
+    try:
+        cert = load_certificate(cert_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return [f"security.certificate: {cert_path} is not a certificate (PEM or DER): {exc}"]
+    data = key_path.read_bytes()
+    try:
+        key = (serialization.load_pem_private_key(data, None) if data.lstrip().startswith(b"-----")
+               else serialization.load_der_private_key(data, None))
+    except (ValueError, TypeError) as exc:
+        return [f"security.private_key_file: {key_path} is not an unencrypted private key (PEM or DER): {exc}"]
+    problems = []
+    if key.public_key().public_bytes(*PUBLIC) != cert.public_key().public_bytes(*PUBLIC):
+        problems.append(f"security.private_key_file: {key_path} is not the key of {cert_path}")
+    if needs_uri and not application_uris(cert):
+        problems.append(f"security.certificate: {cert_path} has no application URI in its SAN "
+                        "(issue it with gridgate certs issue --role opcua --uri URN)")
     return problems
 
 

@@ -15,12 +15,13 @@ from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from drivers.opcua.codec import BadValue, EncodeError, decoded, source_seconds, to_engineering, to_raw
-from drivers.opcua.profile import OpcUaConnection, OpcUaProfile
+from drivers.opcua.profile import OpcUaConnection, OpcUaProfile, Security
+from drivers.opcua.session import security_problems
 from drivers.opcua.quality import keeps_last_value, quality_of, status_name
 from drivers.opcua.sim.nodes import method_call
 from drivers.opcua.subscribe import item_request
 from drivers.opcua.trust import UntrustedServer, check_server
-from gateway.certs import issue, make_ca
+from gateway.certs import issue, make_ca, write_pair
 from gateway.model import Quality
 
 S = ua.StatusCodes
@@ -190,6 +191,24 @@ def test_a_group_sets_what_its_points_do_not_and_the_profile_the_rest() -> None:
     with pytest.raises(ValidationError, match=r"a: no group 'fastest' in opcua.groups \(it has \['fast', 'slow'\]\)"):
         OpcUaProfile.model_validate({**profile.model_dump(exclude_none=True), "points": [
             {"id": "a", "node": "s=A", "data_type": "Float", "group": "fastest"}]})
+
+
+def test_a_client_key_and_certificate_that_cannot_work_are_named_before_connecting(tmp_path: Path) -> None:
+    ca = make_ca("ca", use_rsa=True)
+    write_pair(issue(ca, "gw", "opcua", uri="urn:gw", use_rsa=True), tmp_path / "gw.crt", tmp_path / "gw.key")
+    write_pair(issue(ca, "other", "opcua", uri="urn:o", use_rsa=True), tmp_path / "o.crt", tmp_path / "o.key")
+    write_pair(issue(ca, "plain", "client", use_rsa=True), tmp_path / "p.crt", tmp_path / "p.key")
+    (tmp_path / "bad.key").write_text("not a key")
+
+    def problems(cert: str, key: str) -> list[str]:
+        return security_problems(Security(policy="Basic256Sha256", mode="Sign", certificate=str(tmp_path / cert),
+                                          private_key_file=str(tmp_path / key), trust_on_first_use=True))
+    assert problems("gw.crt", "gw.key") == []
+    assert problems("gw.crt", "o.key") == [f"security.private_key_file: {tmp_path / 'o.key'} is not the key of "
+                                           f"{tmp_path / 'gw.crt'}"]
+    assert "is not an unencrypted private key" in problems("gw.crt", "bad.key")[0]
+    assert "is not a certificate" in problems("bad.key", "gw.key")[0]
+    assert "has no application URI" in problems("p.crt", "p.key")[0]
 
 
 def test_points_name_namespaces_by_uri() -> None:
