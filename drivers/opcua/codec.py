@@ -1,7 +1,7 @@
 """Node values <-> engineering values (pure): scale and offset for numbers, the node's type for writes.
 
 Nothing a server sends may raise out of the code that reads it, nor pass as a good value when
-it is not one: ``decoded`` takes the Variant as it came and refuses (``BadValue``, the point
+it is not one: ``decoded`` takes the value as it came (a ``Reading``) and refuses (``BadValue``, the point
 goes IV with its last value kept) an empty value under a non-Bad status, an array where the
 profile names a scalar, a type of another family than the profile's (a String on a Float
 point, a number on a Boolean one: ``bool("false")`` is True), NaN and infinity. Numbers of
@@ -15,12 +15,12 @@ from asyncua import ua
 from asyncua.ua.uatypes import FILETIME_EPOCH_AS_UTC_DATETIME, MAX_FILETIME_EPOCH_AS_UTC_DATETIME
 
 from drivers.opcua.profile import INTEGER_BITS, OpcUaPoint, integer_bounds
+from drivers.opcua.publishcodec import ARRAY, NULL, Reading
 from gateway.model import Value
 
-NUMBERS = frozenset({ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16,
-                     ua.VariantType.Int32, ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64,
-                     ua.VariantType.Float, ua.VariantType.Double})
-FAMILIES = {"Boolean": frozenset({ua.VariantType.Boolean}), "String": frozenset({ua.VariantType.String})}
+NUMBERS = frozenset(range(2, 12))  # variant type ids SByte (2) ... Double (11)
+FAMILIES = {"Boolean": frozenset({1}), "String": frozenset({12})}
+FLOATS = frozenset({10, 11})
 NO_TIME = (FILETIME_EPOCH_AS_UTC_DATETIME, MAX_FILETIME_EPOCH_AS_UTC_DATETIME)  # DateTime's null and its end
 
 
@@ -36,19 +36,35 @@ class BadValue(ValueError):
         self.reason = reason
 
 
-def decoded(point: OpcUaPoint, variant: ua.Variant | None) -> Value:
-    """The engineering value of a Variant that came with a non-Bad status; BadValue when the point
+def decoded(point: OpcUaPoint, reading: Reading) -> Value:
+    """The engineering value of a Reading that came with a non-Bad status; BadValue when the point
     cannot take it (see the module docstring)."""
-    if variant is None or variant.Value is None or variant.VariantType == ua.VariantType.Null:
+    kind, value = reading[0], reading[1]
+    if kind == NULL or value is None:
         raise BadValue("empty", "no value under a status that promises one")
-    kind = variant.VariantType
-    if variant.is_array or isinstance(variant.Value, (list, tuple)):
-        raise BadValue("array", f"an array of {kind.name} where the profile names a {point.data_type} scalar")
+    if kind == ARRAY:
+        raise BadValue("array", f"an array where the profile names a {point.data_type} scalar")
     if kind not in FAMILIES.get(point.data_type, NUMBERS):
-        raise BadValue("type", f"{kind.name} {_shown(variant.Value)} where the profile says {point.data_type}")
-    if kind in (ua.VariantType.Float, ua.VariantType.Double) and not math.isfinite(variant.Value):
-        raise BadValue("not finite", f"{variant.Value}, not a measurement")
-    return to_engineering(point, variant.Value)
+        raise BadValue("type", f"{_type_name(kind)} {_shown(value)} where the profile says {point.data_type}")
+    if kind in FLOATS and not math.isfinite(value):
+        raise BadValue("not finite", f"{value}, not a measurement")
+    return to_engineering(point, value)
+
+
+def reading_of(value: ua.DataValue) -> Reading:
+    """A DataValue asyncua decoded (reads, republished or unusual messages) as a Reading."""
+    variant = value.Value
+    kind = 0 if variant is None else ARRAY if variant.is_array or isinstance(variant.Value, (list, tuple)) \
+        else variant.VariantType.value
+    status = value.StatusCode.value if value.StatusCode is not None else 0
+    return kind, None if variant is None else variant.Value, status, source_seconds(value)
+
+
+def _type_name(kind: int) -> str:
+    try:
+        return ua.VariantType(kind).name
+    except ValueError:
+        return f"type {kind}"
 
 
 def source_seconds(value: ua.DataValue) -> float | None:

@@ -20,8 +20,9 @@ from asyncua import ua
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from drivers.opcua.codec import BadValue, EncodeError, decoded, source_seconds, to_raw
+from drivers.opcua.codec import BadValue, EncodeError, decoded, reading_of, to_raw
 from drivers.opcua.profile import OpcUaConnection, OpcUaPoint, OpcUaProfile
+from drivers.opcua.publishcodec import Reading
 from drivers.opcua.quality import keeps_last_value, quality_of, status_name
 from drivers.opcua.session import Session
 from drivers.opcua.subscribe import subscribe
@@ -63,7 +64,7 @@ class OpcUaDriver:
         self.connection: OpcUaConnection = device.connection  # type: ignore[assignment]
         metrics = metrics or Metrics()
         self._specs: dict[str, OpcUaPoint] = {p.id: p for p in self.profile.points}  # type: ignore[misc]
-        self.batcher: TurnBatcher[tuple[str, ua.DataValue]] = TurnBatcher(self._publish_turn, reactor)
+        self.batcher: TurnBatcher[tuple[str, Reading]] = TurnBatcher(self._publish_turn, reactor)
         self.health = DeviceHealth(device.name, list(self._specs), sink, reactor, None,
                                    metrics=metrics, offline_after_s=self.connection.offline_after_s)
         self._backoff = Backoff(reactor, BACKOFF_START_S, BACKOFF_MAX_S)
@@ -112,22 +113,20 @@ class OpcUaDriver:
         self._session = await Session.open(self.device.name, self.connection, self.profile, self._on_lost)
         self._count["connects"].inc()
         subscribed = await subscribe(self._session, self.profile, self.connection.publishing_interval_ms,
+                                     self._deliver, lambda why: self._lose(DeviceError(self.device.name, why)),
                                      self._on_gap)
         self._note_refused(subscribed.refused)
         self._backoff.succeeded()
-        loops = [asyncio.ensure_future(self._guarded(self._read_loop(self._session))),
-                 asyncio.ensure_future(self._guarded(subscribed.run(
-                     self._deliver, lambda why: self._lose(DeviceError(self.device.name, why)))))]
+        reads = asyncio.ensure_future(self._guarded(self._read_loop(self._session)))
         try:
             await lost.wait()
         finally:
-            for loop in loops:
-                loop.cancel()
+            reads.cancel()
         raise self._lost_reason
 
     async def _guarded(self, loop: Any) -> None:
-        """A read or notification loop that fails ends the session (it is made again), never
-        silently: a dead loop with a live session would leave the points good and stale."""
+        """A read loop that fails ends the session (it is made again), never silently: a dead loop
+        with a live session would leave the points good and stale."""
         try:
             await loop
         except asyncio.CancelledError:
@@ -175,46 +174,45 @@ class OpcUaDriver:
             self._lose(exc)
             return
         for point, value in values.items():
-            self._deliver(point, value)
+            self._deliver(point, reading_of(value))
 
     async def _read_loop(self, session: Session) -> None:
         """The ``mode: read`` points, every ``read_s``."""
         points = [p.id for p in self.profile.points if p.mode == "read"]
         while points:
             for point, value in (await session.read(points)).items():
-                self._deliver(point, value)
+                self._deliver(point, reading_of(value))
             await asyncio.sleep(self.connection.read_s)
 
-    def _deliver(self, point: str, value: ua.DataValue) -> None:
+    def _deliver(self, point: str, reading: Reading) -> None:
         """One value from the server, published with the others of this reactor turn."""
-        self._count["notifications"].inc()
-        self.batcher.add((point, value))
+        self.batcher.add((point, reading))
 
-    def _publish_turn(self, items: list[tuple[str, ua.DataValue]]) -> None:
+    def _publish_turn(self, items: list[tuple[str, Reading]]) -> None:
         """A turn's values: quality from each StatusCode, a Bad one or one the point cannot take
         keeping the last value; one batch per round (a point queued twice in one turn starts the
         next round, so none is lost). Source times are per value."""
+        self._count["notifications"].inc(len(items))
         rounds: list[dict[str, tuple[Value, Quality]]] = [{}]
         times: list[dict[str, float]] = [{}]
-        for point, value in items:
+        for point, reading in items:
             if point in rounds[-1]:
                 rounds.append({})
                 times.append({})
-            stamp = source_seconds(value)
-            if stamp is not None:
-                times[-1][point] = stamp
-            rounds[-1][point] = self._taken(point, value, rounds)
+            if reading[3] is not None:
+                times[-1][point] = reading[3]
+            rounds[-1][point] = self._taken(point, reading, rounds)
         for values, stamps in zip(rounds, times):  # the server answered: the session is good, whatever each status
             self.health.good(values, source_times=stamps)
 
-    def _taken(self, point: str, value: ua.DataValue, rounds: list[dict[str, tuple[Value, Quality]]]) \
+    def _taken(self, point: str, reading: Reading, rounds: list[dict[str, tuple[Value, Quality]]]) \
             -> tuple[Value, Quality]:
-        """One DataValue as the point's value and quality (see ``quality`` and ``codec.decoded``)."""
-        status = value.StatusCode.value if value.StatusCode is not None else 0
+        """One value as the point's value and quality (see ``quality`` and ``codec.decoded``)."""
+        status = reading[2]
         if keeps_last_value(status):
             return self._last_in(rounds, point), quality_of(status)
         try:
-            engineering = decoded(self._specs[point], value.Value)
+            engineering = decoded(self._specs[point], reading)
         except BadValue as exc:
             self._reject(point, exc)
             return self._last_in(rounds, point), Quality.IV
@@ -293,7 +291,7 @@ class OpcUaDriver:
         except (asyncio.TimeoutError, OSError, ua.UaError) as exc:
             raise CommandFailed(f"{command.device}.{command.point}: written, read-back of {node} failed: {exc!r}",
                                 True) from exc
-        engineering, quality = self._taken(spec.id, value, [{}])
+        engineering, quality = self._taken(spec.id, reading_of(value), [{}])
         self.health.publish({spec.id: (engineering, quality)})
         check_readback(command, spec, None if quality & Quality.IV else engineering, quality)
         return CommandResult(command, engineering, self._reactor.seconds())

@@ -38,19 +38,16 @@ def message(number: int, handle: int | None = 1) -> ua.NotificationMessage:
 
 async def received(kept: dict[int, ua.NotificationMessage], numbers: list[tuple[int, int | None]]) \
         -> tuple[Server, list[tuple[list[int], int]], list[float]]:
-    """Feed messages to a subscription; what the server was asked, the gaps reported, the values seen."""
-    server, gaps = Server(kept), []
+    """Feed messages to a subscription; what the server was asked, the gaps reported, the values handed on."""
+    server, gaps, values = Server(kept), [], []
 
     async def on_gap(missing: list[int], republished: int) -> None:
         gaps.append((missing, republished))
-    subscription = CheckedSubscription(server, ua.CreateSubscriptionParameters(), None, on_gap=on_gap)
+    subscription = CheckedSubscription(server, ua.CreateSubscriptionParameters(), {1: "p"},
+                                       lambda point, reading: values.append(reading[1]), lambda why: None, on_gap)
     subscription.subscription_id = 9
-    subscription._monitored_items[1] = type("Item", (), {"node": "n"})()  # what asyncua keeps per handle
     for number, handle in numbers:
         await subscription.publish_callback(ua.PublishResult(9, NotificationMessage=message(number, handle)))
-    values = []
-    while not subscription._event_queue.empty():
-        values.append(subscription._event_queue.get_nowait().value)
     return server, gaps, values
 
 
