@@ -88,7 +88,7 @@ class ProfileSpec(Strict):
 
     model: str
     vendor: str = ""
-    kind: Literal["pcs", "bms", "ems", "meter", "pv", "charger", "sensor", "other"]
+    kind: Literal["pcs", "bms", "ems", "meter", "pv", "charger", "sensor", "rtu", "other"]
     protocol: str
     description: str = ""
     points: list[PointSpec] = Field(min_length=1)

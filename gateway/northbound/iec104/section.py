@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from gateway.config.profile import DEVICE_POINT, Strict
 from gateway.config.units import Duration, Size
+from gateway.iec104.timers import Timers
 from gateway.iec104.types import COUNTERS, IOA_MAX, UNTAGGED, CommandType, MonitorType
 
 # a master group's alarm IOAs (site-file key) -> the outstation's internal point name (point "<group>.<name>")
@@ -102,25 +103,6 @@ class FailSafeSpec(Strict):
 
     after_s: Duration = Field(gt=0)
     writes: list[FallbackWrite] = Field(min_length=1)
-
-
-class Timers(Strict):
-    """IEC 104 APCI parameters (104 section 5): standard defaults."""
-
-    k: int = Field(12, ge=1, le=32767)
-    w: int = Field(8, ge=1, le=32767)
-    t0: Duration = 30.0
-    t1: Duration = 15.0
-    t2: Duration = 10.0
-    t3: Duration = 20.0
-
-    @model_validator(mode="after")
-    def _window(self) -> "Timers":
-        if self.w > self.k * 2 / 3:
-            raise ValueError(f"w ({self.w}) should not exceed 2/3 of k ({self.k})")
-        if not self.t2 < self.t1:
-            raise ValueError("t2 must be shorter than t1")
-        return self
 
 
 class EventBufferSpec(Strict):

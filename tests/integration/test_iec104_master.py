@@ -1,0 +1,169 @@
+"""The IEC 104 master driver (c104's client) against the simulated station (c104's server, from
+the same profile) on 127.0.0.1: values from the GI after STARTDT and spontaneous ones with the
+station's time tags in its wire zone, a double point's intermediate state, link loss and
+recovery, a station absent at start."""
+
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+import pytest_twisted
+import yaml
+from twisted.internet import reactor
+
+from drivers.iec104.driver import Iec104Driver
+from drivers.iec104.profile import Iec104Connection, Iec104Point, Iec104Profile
+from drivers.iec104.sim.server import Iec104Simulator
+from gateway.aio import await_deferred
+from gateway.config.loader import load_site
+from gateway.config.profile import SimBehaviour
+from gateway.metrics import Metrics
+from gateway.model import Device, Quality
+from gateway.registry import load_plugins
+from tests.aio import on_asyncio, until
+from tests.ports import next_ports
+from tests.sinks import RecordingSink
+
+pytestmark = pytest.mark.integration
+
+PROFILE = Iec104Profile(model="rtu-test", kind="rtu", protocol="iec104", points=[
+    Iec104Point(id="cb_closed", ioa=1, type="M_SP_TB_1", sim=SimBehaviour(value=1)),
+    Iec104Point(id="cb_state", ioa=2, type="M_DP_TB_1", sim=SimBehaviour(value=2)),
+    Iec104Point(id="p_line", ioa=16385, type="M_ME_TF_1", unit="MW",
+                sim=SimBehaviour(kind="ramp", value=10.0, step=1.0, min=0, max=1000)),
+    Iec104Point(id="u_bus", ioa=16386, type="M_ME_NB_1", scale=0.1, unit="kV", sim=SimBehaviour(value=35.2)),
+    Iec104Point(id="cos_phi", ioa=16387, type="M_ME_NA_1", sim=SimBehaviour(value=0.5)),
+    Iec104Point(id="energy", ioa=25601, type="M_IT_NA_1", sim=SimBehaviour(value=123456)),
+])
+WIRE_ZONE = "Asia/Shanghai"  # unlike the test process's zone (UTC in CI)
+
+
+def device(port: int, **connection: Any) -> Device:
+    model = Iec104Connection(host="127.0.0.1", port=port, common_address=1, wire_time_zone=WIRE_ZONE,
+                             offline_after_s=2.0, gi_every_s=None, counter_interrogation_every_s=None,
+                             command_timeout_s=2.0, **connection)
+    return Device("rtu1", PROFILE, Path("rtu.yaml"), model, {})
+
+
+class Watching:
+    """A driver publishing into a recording table; stopped at the end."""
+
+    def __init__(self, port: int) -> None:
+        self.sink, self.metrics = RecordingSink(), Metrics()
+        self.driver = Iec104Driver(device(port), self.sink, reactor, self.metrics)
+
+    def sample(self, point: str) -> Any:
+        return self.sink.get(f"rtu1.{point}")
+
+    def quality(self, *points: str) -> set[Quality]:
+        return {s.quality if (s := self.sample(p)) is not None else None for p in points}
+
+    async def __aenter__(self) -> "Watching":
+        await await_deferred(self.driver.start())
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await await_deferred(self.driver.stop())
+
+
+@pytest_twisted.async_yield_fixture
+async def station() -> AsyncIterator[tuple[Iec104Simulator, int]]:
+    [port] = next_ports(1)
+    simulator = Iec104Simulator([device(port)], reactor, period_s=0.2)
+    await simulator.start()
+    try:
+        yield simulator, port
+    finally:
+        await simulator.stop()
+
+
+ALL = [p.id for p in PROFILE.points]
+
+
+@on_asyncio
+async def test_the_gi_after_startdt_brings_every_point_and_changes_arrive_with_the_stations_time(
+        station: tuple[Iec104Simulator, int]) -> None:
+    """Every point good after the GI with the station's value and scaling; a spontaneous tagged
+    value carries the station's time (sent in the wire zone, read back as the same instant)."""
+    simulator, port = station
+    async with Watching(port) as watch:
+        await until(lambda: watch.quality(*ALL) == {Quality.GOOD}, 10, "every point good")
+        assert watch.sample("cb_closed").value is True and watch.sample("cb_state").value == 2
+        assert watch.sample("u_bus").value == pytest.approx(35.2) and watch.sample("energy").value == 123456
+        assert watch.sample("cos_phi").value == pytest.approx(0.5, abs=1e-4)
+        assert watch.sample("_online").value is True
+        before = watch.sample("p_line").value
+        await until(lambda: watch.sample("p_line").value > before, 5, "the ramp moves spontaneously")
+        sample = watch.sample("p_line")
+        assert abs(sample.source_time - time.time()) < 1.0 and sample.source_time <= sample.gateway_time + 0.01
+        assert sample.value == pytest.approx(simulator.value("rtu1", "p_line"), abs=1.0)
+
+
+@on_asyncio
+async def test_a_double_point_keeps_its_intermediate_state_and_is_counted(station: tuple[Iec104Simulator, int],
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A breaker between positions reports state 0: published as 0, logged once, counted."""
+    simulator, port = station
+    async with Watching(port) as watch:
+        await until(lambda: watch.quality("cb_state") == {Quality.GOOD}, 10, "cb_state good")
+        simulator.set_value("rtu1", "cb_state", 0)
+        await until(lambda: watch.sample("cb_state").value == 0, 5, "intermediate state arrives")
+        simulator.set_value("rtu1", "cb_state", 1)
+        await until(lambda: watch.sample("cb_state").value == 1, 5, "off arrives")
+        assert [r.getMessage() for r in caplog.records if "intermediate" in r.getMessage()] == \
+            ["rtu1.cb_state: double point intermediate (state 0)"]
+        assert watch.metrics.counter("gridgate_iec104_double_transit_total", "", device="rtu1").value == 1
+
+
+@on_asyncio
+async def test_link_loss_turns_points_nt_then_iv_and_a_new_gi_refreshes_them(
+        station: tuple[Iec104Simulator, int]) -> None:
+    """The station stopped: NT at once, IV and offline after offline_after_s; back: good after the GI."""
+    simulator, port = station
+    async with Watching(port) as watch:
+        await until(lambda: watch.quality(*ALL) == {Quality.GOOD}, 10, "every point good")
+        await await_deferred(simulator.stop())
+        lost = time.monotonic()
+        await until(lambda: watch.quality(*ALL) == {Quality.NT}, 3, "NT at once")
+        await until(lambda: watch.quality(*ALL) == {Quality.NT | Quality.IV}, 5, "IV when offline")
+        assert time.monotonic() - lost >= 2.0 and watch.sample("_online").value is False
+        assert watch.sample("energy").value == 123456  # the last value kept
+        await await_deferred(simulator.start())
+        await until(lambda: watch.quality(*ALL) == {Quality.GOOD}, 10, "good again after reconnect and GI")
+        assert watch.sample("_online").value is True
+
+
+@on_asyncio
+async def test_a_station_absent_at_start_is_a_device_offline() -> None:
+    """Nobody listens: NT, then IV and offline; the driver starts and stops cleanly."""
+    [port] = next_ports(1)
+    async with Watching(port) as watch:
+        await until(lambda: watch.quality(*ALL) == {Quality.NT | Quality.IV}, 6, "IV when offline")
+        assert watch.sample("_online").value is False and watch.driver.stats()["connected"] is False
+
+
+@on_asyncio
+async def test_the_shipped_booster_rtu_is_served_and_read_whole(tmp_path: Path) -> None:
+    """rtu/gridgate-booster-rtu through the site loader: the simulator serves it, the driver reads
+    every point good, counters included (a counter interrogation follows STARTDT)."""
+    [port] = next_ports(1)
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump({"site": "booster", "devices": [
+        {"name": "rtu1", "profile": "rtu/gridgate-booster-rtu",
+         "connection": {"host": "127.0.0.1", "port": port, "common_address": 1, "wire_time_zone": WIRE_ZONE}}]}))
+    site = load_site(tmp_path / "site.yaml", load_plugins())
+    [rtu] = site.devices
+    simulator = Iec104Simulator([rtu], reactor, period_s=0.2)
+    await await_deferred(simulator.start())
+    sink = RecordingSink()
+    driver = Iec104Driver(rtu, sink, reactor)
+    await await_deferred(driver.start())
+    try:
+        points = [p.id for p in rtu.profile.points]
+        await until(lambda: all((s := sink.get(f"rtu1.{p}")) is not None and s.quality == Quality.GOOD
+                                for p in points), 10, "every point good")
+        assert sink.get("rtu1.cb_main_pos").value == 2 and sink.get("rtu1.e_import").value == 35000
+        assert sink.get("rtu1.u_bus35").value == pytest.approx(simulator.value("rtu1", "u_bus35"), abs=0.01)
+    finally:
+        await await_deferred(driver.stop())
+        await await_deferred(simulator.stop())
