@@ -19,6 +19,8 @@ own threads; each callback copies plain values and hands them to the reactor
   ``offline_after_s``; a GI (c104's ``Init``) and, for a profile with counters, a counter
   interrogation follow every STARTDT, and repeat every ``gi_every_s`` and
   ``counter_interrogation_every_s``.
+* Commands (``commanding``) go to the command IOA the point's profile names, direct or select
+  then execute, and are confirmed by the point's own return information.
 """
 
 import datetime
@@ -27,13 +29,15 @@ from typing import Any, Callable
 
 import c104
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, DeferredList, fail
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
+from drivers.iec104.commanding import Commander
 from drivers.iec104.profile import Iec104Connection, Iec104Point, Iec104Profile
 from gateway.batching import TurnBatcher
-from gateway.errors import CommandRejected, DeviceError
+from gateway.aio import as_deferred
+from gateway.errors import DeviceError
 from gateway.health import DeviceHealth
 from gateway.iec104.types import COUNTERS, UNTAGGED
 from gateway.iec104.wiretime import WireClock
@@ -94,12 +98,14 @@ class Iec104Driver:
         self.health = DeviceHealth(device.name, [p.id for p in self.profile.points], sink, reactor, None,
                                    metrics=self._metrics, offline_after_s=self.connection.offline_after_s)
         self.batcher: TurnBatcher[tuple[str, Value, int, float | None]] = TurnBatcher(self._publish_turn, reactor)
-        self._client, self._link = self._build_link()
+        self._client, self._link, stations = self._build_link()
+        self._commander = Commander(device.name, self.profile, self.connection, stations, reactor)
+        self._link.on_receive_raw(callable=self._commander.c104_raw)
         self._open = False
         self._in_transit: set[str] = set()  # double points logged in an intermediate or faulty state
         self._loops = [LoopingCall(self._interrogate, every) for every in self._periods()]
 
-    def _build_link(self) -> tuple[c104.Client, c104.Connection]:
+    def _build_link(self) -> tuple[c104.Client, c104.Connection, dict[int, c104.Station]]:
         connection = self.connection
         client = c104.Client(tick_rate_ms=TICK_MS, command_timeout_ms=int(connection.command_timeout_s * 1000))
         init = c104.Init.ALL if connection.clock_sync == "on_connect" else c104.Init.INTERROGATION
@@ -113,7 +119,7 @@ class Iec104Driver:
                 stations[common_address] = link.add_station(common_address=common_address)
             stations[common_address].add_point(io_address=ioa, type=getattr(c104.Type, point.type)) \
                 .on_receive(callable=self._c104_received)
-        return client, link
+        return client, link, stations
 
     def _periods(self) -> list[tuple[str, float]]:
         connection = self.connection
@@ -207,6 +213,7 @@ class Iec104Driver:
                 rounds.append({})
                 times.append({})
             rounds[-1][point] = (value, Quality(quality))
+            self._commander.arrived(point, value, Quality(quality))
             if source is not None:
                 times[-1][point] = source
         for values, stamps in zip(rounds, times):
@@ -254,9 +261,8 @@ class Iec104Driver:
         return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._client.stop)
 
     def execute(self, command: Command) -> Deferred:
-        """Commands to downstream stations are not built yet: refused, never half-done."""
-        return fail(CommandRejected(f"{command.device}.{command.point}: commands to IEC 104 stations "
-                                    "are not supported yet"))
+        """Send the command to the station and await its confirmations and return information (``commanding``)."""
+        return as_deferred(self._commander.execute(command, self._open))
 
     def stats(self) -> dict[str, Any]:
         """Link state and the device's failures."""

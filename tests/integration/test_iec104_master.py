@@ -13,13 +13,14 @@ import yaml
 from twisted.internet import reactor
 
 from drivers.iec104.driver import Iec104Driver
-from drivers.iec104.profile import Iec104Connection, Iec104Point, Iec104Profile
+from drivers.iec104.profile import Iec104Command, Iec104Connection, Iec104Point, Iec104Profile
 from drivers.iec104.sim.server import Iec104Simulator
 from gateway.aio import await_deferred
 from gateway.config.loader import load_site
-from gateway.config.profile import SimBehaviour
+from gateway.config.profile import Limits, SimBehaviour
+from gateway.errors import CommandFailed, CommandRejected
 from gateway.metrics import Metrics
-from gateway.model import Device, Quality
+from gateway.model import Command, Device, Quality
 from gateway.registry import load_plugins
 from tests.aio import on_asyncio, until
 from tests.ports import next_ports
@@ -29,7 +30,11 @@ pytestmark = pytest.mark.integration
 
 PROFILE = Iec104Profile(model="rtu-test", kind="rtu", protocol="iec104", points=[
     Iec104Point(id="cb_closed", ioa=1, type="M_SP_TB_1", sim=SimBehaviour(value=1)),
-    Iec104Point(id="cb_state", ioa=2, type="M_DP_TB_1", sim=SimBehaviour(value=2)),
+    Iec104Point(id="cb_state", ioa=2, type="M_DP_TB_1", sim=SimBehaviour(value=2), writable=Limits(min=1, max=2),
+                command=Iec104Command(ioa=24577, type="C_DC_NA_1", mode="select_execute", qualifier="short")),
+    Iec104Point(id="p_set", ioa=16390, type="M_ME_NC_1", sim=SimBehaviour(value=0.0),
+                writable=Limits(min=-100, max=100, readback_tolerance=0.01),
+                command=Iec104Command(ioa=25001, type="C_SE_NC_1")),
     Iec104Point(id="p_line", ioa=16385, type="M_ME_TF_1", unit="MW",
                 sim=SimBehaviour(kind="ramp", value=10.0, step=1.0, min=0, max=1000)),
     Iec104Point(id="u_bus", ioa=16386, type="M_ME_NB_1", scale=0.1, unit="kV", sim=SimBehaviour(value=35.2)),
@@ -132,6 +137,34 @@ async def test_link_loss_turns_points_nt_then_iv_and_a_new_gi_refreshes_them(
         await await_deferred(simulator.start())
         await until(lambda: watch.quality(*ALL) == {Quality.GOOD}, 10, "good again after reconnect and GI")
         assert watch.sample("_online").value is True
+
+
+@on_asyncio
+async def test_a_breaker_command_is_selected_executed_and_confirmed_by_its_return_information(
+        station: tuple[Iec104Simulator, int]) -> None:
+    """C_DC select then execute: confirmed, the breaker position reads back open; a direct setpoint
+    reads back too; a point without a command and an out-of-limit value are refused before sending."""
+    simulator, port = station
+    async with Watching(port) as watch:
+        await until(lambda: watch.quality(*ALL) == {Quality.GOOD}, 10, "every point good")
+        result = await await_deferred(watch.driver.execute(Command("rtu1", "cb_state", 1, time.time() + 5)))
+        assert result.readback == 1 and simulator.value("rtu1", "cb_state") == 1
+        result = await await_deferred(watch.driver.execute(Command("rtu1", "p_set", -42.5, time.time() + 5)))
+        assert result.readback == pytest.approx(-42.5) and watch.sample("p_set").value == pytest.approx(-42.5)
+        with pytest.raises(CommandRejected, match="not writable"):
+            await await_deferred(watch.driver.execute(Command("rtu1", "u_bus", 1, time.time() + 5)))
+        with pytest.raises(CommandRejected, match="outside"):
+            await await_deferred(watch.driver.execute(Command("rtu1", "p_set", 500, time.time() + 5)))
+
+
+@on_asyncio
+async def test_a_command_while_the_link_is_down_fails_unsent() -> None:
+    """No station: the command fails at once, nothing written."""
+    [port] = next_ports(1)
+    async with Watching(port) as watch:
+        with pytest.raises(CommandFailed, match="not open") as failed:
+            await await_deferred(watch.driver.execute(Command("rtu1", "p_set", 1.0, time.time() + 5)))
+        assert failed.value.written is False
 
 
 @on_asyncio

@@ -59,20 +59,43 @@ def wire_value(point: Iec104Point, value: Value) -> Any:
     return int(round(raw)) if point.type in COUNTERS else raw
 
 
-class SimulatedStation:
-    """One device: its value engine and the c104 points serving it."""
+def command_value(point: Iec104Point, value: Any) -> Value:
+    """The engineering value a command's c104 value sets (a double command's state 1 or 2 as is)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, c104.Double):
+        return int(value.value)
+    return float(value) * point.scale + point.offset
 
-    def __init__(self, device: Device, station: c104.Station, seed: int) -> None:
+
+class SimulatedStation:
+    """One device: its value engine, the c104 points serving it, and the command points whose
+    execution moves the commanded point (the return information goes out spontaneously)."""
+
+    def __init__(self, device: Device, station: c104.Station, seed: int, commanded: Any) -> None:
         self.name = device.name
         self.profile: Iec104Profile = device.profile  # type: ignore[assignment]
         connection: Iec104Connection = device.connection  # type: ignore[assignment]
         self.clock = WireClock(connection.wire_time_zone)
+        self.common_address = connection.common_address
         self.engine = ValueEngine(self.profile, seed)
         self.specs = {p.id: p for p in self.profile.points}
         self.points = {p.id: station.add_point(io_address=p.ioa, type=getattr(c104.Type, p.type), report_ms=0)
                        for p in self.profile.points}
         self.served: dict[str, Value] = {}
         self._refused: set[str] = set()
+        for spec in (p for p in self.profile.points if p.command is not None):
+            assert spec.command is not None
+            mode = c104.CommandMode.SELECT_AND_EXECUTE if spec.command.mode == "select_execute" \
+                else c104.CommandMode.DIRECT
+            station.add_point(io_address=spec.command.ioa, type=getattr(c104.Type, spec.command.type),
+                              command_mode=mode).on_receive(callable=commanded)
+
+    def commanded_by(self, common_address: int, command_ioa: int) -> Iec104Point | None:
+        """The point a command IOA of this station commands."""
+        if common_address != self.common_address:
+            return None
+        return next((p for p in self.profile.points if p.command is not None and p.command.ioa == command_ioa), None)
 
     def serve(self, values: dict[str, Value], now: float) -> list[c104.Point]:
         """Put the values that changed into their points (logging, once, one the type cannot carry)."""
@@ -119,7 +142,7 @@ class Iec104Simulator:
             server = self._servers[key]
             station = server.get_station(common_address=connection.common_address) or \
                 server.add_station(common_address=connection.common_address)
-            self._stations[device.name] = SimulatedStation(device, station, seed)
+            self._stations[device.name] = SimulatedStation(device, station, seed, self._c104_command)
             self._server_of[device.name] = server
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = reactor
@@ -162,6 +185,19 @@ class Iec104Simulator:
             by_type.setdefault(point.type.name, []).append(point)
         for batch in by_type.values():
             server.transmit_batch(c104.Batch(cause=c104.Cot.SPONTANEOUS, points=batch))
+
+    def _c104_command(self, point: c104.Point, previous_info: c104.Information,
+                      message: c104.IncomingMessage) -> c104.ResponseState:
+        """c104's thread: an executed command; the commanded point takes its value on the reactor."""
+        self._reactor.callFromThread(self._commanded, message.common_address, point.io_address, point.value)
+        return c104.ResponseState.SUCCESS
+
+    def _commanded(self, common_address: int, command_ioa: int, value: Any) -> None:
+        for name, station in self._stations.items():
+            spec = station.commanded_by(common_address, command_ioa)
+            if spec is not None:
+                self.set_value(name, spec.id, command_value(spec, value))
+                return
 
     def value(self, device: str, point: str) -> Value:
         """The engineering value the station serves now."""
