@@ -179,7 +179,8 @@ async def test_a_station_absent_at_start_is_a_device_offline() -> None:
 @on_asyncio
 async def test_the_shipped_booster_rtu_is_served_and_read_whole(tmp_path: Path) -> None:
     """rtu/gridgate-booster-rtu through the site loader: the simulator serves it, the driver reads
-    every point good, counters included (a counter interrogation follows STARTDT)."""
+    every point good, counters included (a counter interrogation follows STARTDT), and a feeder
+    breaker opens by select-before-operate."""
     [port] = next_ports(1)
     (tmp_path / "site.yaml").write_text(yaml.safe_dump({"site": "booster", "devices": [
         {"name": "rtu1", "profile": "rtu/gridgate-booster-rtu",
@@ -197,6 +198,8 @@ async def test_the_shipped_booster_rtu_is_served_and_read_whole(tmp_path: Path) 
                                 for p in points), 10, "every point good")
         assert sink.get("rtu1.cb_main_pos").value == 2 and sink.get("rtu1.e_import").value == 35000
         assert sink.get("rtu1.u_bus35").value == pytest.approx(simulator.value("rtu1", "u_bus35"), abs=0.01)
+        result = await await_deferred(driver.execute(Command("rtu1", "cb_f1_pos", 1, time.time() + 5)))
+        assert result.readback == 1 and simulator.value("rtu1", "cb_f1_pos") == 1
     finally:
         await await_deferred(driver.stop())
         await await_deferred(simulator.stop())
