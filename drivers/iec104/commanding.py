@@ -4,9 +4,16 @@ select-before-operate, each confirmed by the station's return information.
 c104's ``Point.transmit`` blocks (so it runs in a thread) until the ACT_CON of a direct command,
 or the select's ACT_CON and then the execute's ACT_CON and ACT_TERM, or until the client's command
 timeout (the connection's ``command_timeout_s``, kept inside t1); it says only True or False.
-What the station actually answered is read from the raw frames (``confirmations``), so a
-refusal names it: a negative confirmation of the select or of the execute (written: no), an
+What the station actually answered is read from the raw frames both ways (``confirmations``), so
+a refusal names it: a negative confirmation of the select or of the execute (written: no), an
 execute confirmed without ACT_TERM (written: yes, outcome unknown), or silence (written: maybe).
+
+The frames also overrule c104's False where it is wrong: c104 2.2.1 waits on a condition variable
+without first looking whether the answer came already (``Connection::awaitCommandSuccess``), so a
+confirmation that arrives before its thread waits is missed and the wait runs to its timeout
+(seen on loopback about once in ten SBO commands). A command whose frames show it confirmed
+(and terminated, after a select) is taken; a select c104 missed, whose execute it then never
+sent, is tried once more while the command's deadline allows.
 After the confirmations, the command's point must show the commanded value (its return
 information, or the next value the station sends) before the command's deadline; a station that
 does not send an unchanged state again is taken at its current value.
@@ -71,22 +78,29 @@ class Commander:
             station = stations[point.common_address or connection.common_address]
             self._targets[point.id] = station.add_point(io_address=point.command.ioa,
                                                         type=getattr(c104.Type, point.command.type), command_mode=mode)
-        self._answers: list[tuple[float, Confirmation]] = []
+        self._answers: list[tuple[float, Confirmation]] = []  # from the station
+        self._sent: list[tuple[float, Confirmation]] = []  # to it (activations: cause 6)
         self._latest: dict[str, tuple[Value, Quality, float]] = {}  # point -> value, quality, when it arrived
         self._waiters: dict[str, list[tuple[Callable[[Value, Quality], bool], asyncio.Future]]] = {}
 
     # ---- what the station sends ----------------------------------------------------------------
 
     def c104_raw(self, connection: c104.Connection, data: bytes) -> None:
-        """c104's thread: a command confirmation is handed to the reactor, the rest ignored."""
+        """c104's thread, a frame received: a command confirmation is handed to the reactor."""
         found = confirmation(data)
         if found is not None:
-            self._reactor.callFromThread(self._answered, found)
+            self._reactor.callFromThread(self._record, self._answers, found)
 
-    def _answered(self, found: Confirmation) -> None:
+    def c104_sent_raw(self, connection: c104.Connection, data: bytes) -> None:
+        """c104's thread, a frame sent: a command activation is handed to the reactor."""
+        found = confirmation(data)
+        if found is not None:
+            self._reactor.callFromThread(self._record, self._sent, found)
+
+    def _record(self, frames: list[tuple[float, Confirmation]], found: Confirmation) -> None:
         now = self._reactor.seconds()
         horizon = now - self._connection.command_timeout_s * 4
-        self._answers = [(at, c) for at, c in self._answers if at >= horizon] + [(now, found)]
+        frames[:] = [(at, c) for at, c in frames if at >= horizon] + [(now, found)]
 
     def arrived(self, point: str, value: Value, quality: Quality) -> None:
         """A value of ``point`` was published: it may be a read-back awaited."""
@@ -118,23 +132,50 @@ class Commander:
         return await self._read_back(command, spec, now)
 
     async def _send(self, command: Command, spec: Iec104Point, sent: float, remaining: float) -> None:
-        target = self._targets[spec.id]
-        transmit = threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), target.transmit,
-                                             cause=c104.Cot.ACTIVATION)
-        try:
-            confirmed = await asyncio.wait_for(await_deferred(transmit), remaining)
-        except asyncio.TimeoutError:
-            raise CommandFailed(f"{command.device}.{command.point}: {spec.command.type} to IOA "  # type: ignore[union-attr]
-                                f"{spec.command.ioa} not confirmed before the command's deadline", None) from None  # type: ignore[union-attr]
-        if not confirmed:
+        for attempt in (1, 2):
+            try:
+                confirmed = await asyncio.wait_for(await_deferred(self._transmit(spec)), remaining)
+            except asyncio.TimeoutError:
+                raise CommandFailed(f"{command.device}.{command.point}: {spec.command.type} to IOA "  # type: ignore[union-attr]
+                                    f"{spec.command.ioa} not confirmed before the command's deadline", None) from None  # type: ignore[union-attr]
+            if confirmed or self._confirmed_by_frames(spec, sent):
+                return
+            remaining = command.deadline - self._reactor.seconds()
+            if attempt == 1 and self._select_missed(spec, sent) and remaining > 0:
+                log.info("%s.%s: c104 missed the select's confirmation; selecting again", command.device, command.point)
+                sent = self._reactor.seconds()
+                continue
             raise self._refusal(command, spec, sent)
+
+    def _transmit(self, spec: Iec104Point) -> Any:
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._targets[spec.id].transmit,
+                                         cause=c104.Cot.ACTIVATION)
+
+    def _frames(self, frames: list[tuple[float, Confirmation]], spec: Iec104Point, since: float) -> list[Confirmation]:
+        """This command's frames (its IOA, type and common address) since ``since``."""
+        assert spec.command is not None
+        address = spec.common_address or self._connection.common_address
+        return [c for at, c in frames if at >= since and c.ioa == spec.command.ioa
+                and c.common_address == address and c.type_name == spec.command.type]
+
+    def _confirmed_by_frames(self, spec: Iec104Point, sent: float) -> bool:
+        """The execute confirmed positively, and terminated after a select (c104 may have missed it)."""
+        answers = self._frames(self._answers, spec, sent)
+        if any(c.negative for c in answers):
+            return False
+        executed = any(c.cause == ACT_CON and not c.select for c in answers)
+        return executed and (spec.command.mode == "direct" or any(c.cause == ACT_TERM for c in answers))  # type: ignore[union-attr]
+
+    def _select_missed(self, spec: Iec104Point, sent: float) -> bool:
+        """A select the station confirmed, whose execute c104 never sent."""
+        answers, sent_frames = self._frames(self._answers, spec, sent), self._frames(self._sent, spec, sent)
+        return spec.command.mode == "select_execute" and not any(c.negative for c in answers) \
+            and any(c.select and c.cause == ACT_CON for c in answers) and not any(not c.select for c in sent_frames)  # type: ignore[union-attr]
 
     def _refusal(self, command: Command, spec: Iec104Point, sent: float) -> CommandFailed:
         """What the station answered to a command c104 reports as failed, as a typed failure."""
         assert spec.command is not None
-        address = spec.common_address or self._connection.common_address
-        answers = [c for at, c in self._answers if at >= sent and c.ioa == spec.command.ioa
-                   and c.common_address == address and c.type_name == spec.command.type]
+        answers = self._frames(self._answers, spec, sent)
         what = f"{command.device}.{command.point}: {spec.command.type} to IOA {spec.command.ioa}"
         timeout = f"{self._connection.command_timeout_s:g} s"
         refused = next((c for c in answers if c.negative), None)

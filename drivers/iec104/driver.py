@@ -101,6 +101,7 @@ class Iec104Driver:
         self._client, self._link, stations = self._build_link()
         self._commander = Commander(device.name, self.profile, self.connection, stations, reactor)
         self._link.on_receive_raw(callable=self._commander.c104_raw)
+        self._link.on_send_raw(callable=self._commander.c104_sent_raw)
         self._open = False
         self._in_transit: set[str] = set()  # double points logged in an intermediate or faulty state
         self._loops = [LoopingCall(self._interrogate, every) for every in self._periods()]

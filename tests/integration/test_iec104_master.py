@@ -19,6 +19,7 @@ from gateway.aio import await_deferred
 from gateway.config.loader import load_site
 from gateway.config.profile import Limits, SimBehaviour
 from gateway.errors import CommandFailed, CommandRejected
+from gateway.iec104.timers import Timers
 from gateway.metrics import Metrics
 from gateway.model import Command, Device, Quality
 from gateway.registry import load_plugins
@@ -42,12 +43,15 @@ PROFILE = Iec104Profile(model="rtu-test", kind="rtu", protocol="iec104", points=
     Iec104Point(id="energy", ioa=25601, type="M_IT_NA_1", sim=SimBehaviour(value=123456)),
 ])
 WIRE_ZONE = "Asia/Shanghai"  # unlike the test process's zone (UTC in CI)
+# t1 short: a c104 server that has just started may drop the first STARTDT, and the client waits t1
+# before it connects again (its link sits in OPEN_MUTED meanwhile)
+FAST = Timers(t1=3.0, t2=1.0)
 
 
 def device(port: int, **connection: Any) -> Device:
     model = Iec104Connection(host="127.0.0.1", port=port, common_address=1, wire_time_zone=WIRE_ZONE,
                              offline_after_s=2.0, gi_every_s=None, counter_interrogation_every_s=None,
-                             command_timeout_s=2.0, **connection)
+                             timers=FAST, command_timeout_s=2.0, **connection)
     return Device("rtu1", PROFILE, Path("rtu.yaml"), model, {})
 
 
@@ -98,6 +102,8 @@ async def test_the_gi_after_startdt_brings_every_point_and_changes_arrive_with_t
         assert watch.sample("u_bus").value == pytest.approx(35.2) and watch.sample("energy").value == 123456
         assert watch.sample("cos_phi").value == pytest.approx(0.5, abs=1e-4)
         assert watch.sample("_online").value is True
+        for tagged in ("cb_closed", "cb_state"):  # in the GI answer with the time they were last set
+            assert abs(watch.sample(tagged).source_time - time.time()) < 5, tagged
         before = watch.sample("p_line").value
         await until(lambda: watch.sample("p_line").value > before, 5, "the ramp moves spontaneously")
         sample = watch.sample("p_line")
@@ -184,7 +190,8 @@ async def test_the_shipped_booster_rtu_is_served_and_read_whole(tmp_path: Path) 
     [port] = next_ports(1)
     (tmp_path / "site.yaml").write_text(yaml.safe_dump({"site": "booster", "devices": [
         {"name": "rtu1", "profile": "rtu/gridgate-booster-rtu",
-         "connection": {"host": "127.0.0.1", "port": port, "common_address": 1, "wire_time_zone": WIRE_ZONE}}]}))
+         "connection": {"host": "127.0.0.1", "port": port, "common_address": 1, "wire_time_zone": WIRE_ZONE,
+                        "timers": {"t1": "3s", "t2": "1s"}, "command_timeout_s": "2s"}}]}))
     site = load_site(tmp_path / "site.yaml", load_plugins())
     [rtu] = site.devices
     simulator = Iec104Simulator([rtu], reactor, period_s=0.2)

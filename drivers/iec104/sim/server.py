@@ -117,7 +117,7 @@ class SimulatedStation:
         return changed
 
     def _put(self, spec: Iec104Point, point: c104.Point, value: Any, now: float) -> None:
-        build = INFO.get(spec.type[:7])
+        build = next((make for prefix, make in INFO.items() if spec.type.startswith(prefix)), None)
         if build is None or spec.type not in TIME_TAGGED:
             point.value = value
         else:
