@@ -164,6 +164,38 @@ async def test_a_breaker_command_is_selected_executed_and_confirmed_by_its_retur
 
 
 @on_asyncio
+async def test_a_negative_confirmation_is_a_refusal_naming_what_the_station_said(
+        station: tuple[Iec104Simulator, int]) -> None:
+    """The station refuses commands: the SBO's execute and a direct setpoint fail as refused, nothing
+    written, the point unchanged; after ``healthy`` the same command goes through."""
+    simulator, port = station
+    async with Watching(port) as watch:
+        await until(lambda: watch.quality(*ALL) == {Quality.GOOD}, 10, "every point good")
+        await await_deferred(simulator.fault("rtu1", "negative"))
+        with pytest.raises(CommandFailed, match=r"the station refused it \(negative activation confirmation "
+                                                r"of the execute\)") as refused:
+            await await_deferred(watch.driver.execute(Command("rtu1", "cb_state", 1, time.time() + 5)))
+        assert refused.value.written is False and simulator.value("rtu1", "cb_state") == 2
+        with pytest.raises(CommandFailed, match="negative activation confirmation"):
+            await await_deferred(watch.driver.execute(Command("rtu1", "p_set", 5.0, time.time() + 5)))
+        await await_deferred(simulator.fault("rtu1", "healthy"))
+        result = await await_deferred(watch.driver.execute(Command("rtu1", "cb_state", 1, time.time() + 5)))
+        assert result.readback == 1
+
+
+@on_asyncio
+async def test_a_dropped_link_is_reconnected_and_refreshed(station: tuple[Iec104Simulator, int]) -> None:
+    """The station drops every connection for a second: NT, then good again after the new GI."""
+    simulator, port = station
+    async with Watching(port) as watch:
+        await until(lambda: watch.quality(*ALL) == {Quality.GOOD}, 10, "every point good")
+        dropped = simulator.fault("rtu1", "drop", down_s=1.0)
+        await until(lambda: watch.quality(*ALL) == {Quality.NT}, 3, "NT at once")
+        await await_deferred(dropped)
+        await until(lambda: watch.quality(*ALL) == {Quality.GOOD}, 10, "good again")
+
+
+@on_asyncio
 async def test_a_command_while_the_link_is_down_fails_unsent() -> None:
     """No station: the command fails at once, nothing written."""
     [port] = next_ports(1)

@@ -8,6 +8,16 @@ answers interrogations itself with the configured types (tagged ones too: a c104
 send the untagged twin, which the master driver takes either way). Limitation of c104 2.2.1:
 its ``BinaryCounterInfo`` cannot be built from Python, so counters' time tags are c104's own
 (the process clock, written as UTC fields).
+
+Faults on demand (``fault``), for a device's whole server:
+
+* ``drop``: the server closes every connection and listens again after ``down_s`` (default 1.0);
+* ``negative``: every command is refused (negative ACT_CON) until ``healthy``;
+* ``healthy``: commands are taken again.
+
+What c104's server cannot be made to do (stop answering with TCP open, an execute confirmed
+without ACT_TERM, a wrong type on an IOA, 10,000 events at once without its queue dropping
+some) is done by the scripted raw-socket station of the tests (``tests/iec104_rtu.py``).
 """
 
 import logging
@@ -15,7 +25,8 @@ from typing import Any, Sequence
 
 import c104
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.task import deferLater
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
@@ -27,6 +38,8 @@ from gateway.model import Device, Value
 from gateway.simulation.simvalues import ValueEngine
 
 log = logging.getLogger(__name__)
+
+FAULT_KINDS = ("drop", "negative", "healthy")
 
 NORMALIZED_MAX = 32767 / 32768
 INFO = {"M_SP": lambda v, at: c104.SingleInfo(on=v, recorded_at=at),
@@ -147,6 +160,7 @@ class Iec104Simulator:
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = reactor
         self._period_s = period_s
+        self._refusing: set[int] = set()  # id() of the servers refusing commands
 
     def start(self) -> Deferred:
         """Serve the first values, listen, tick."""
@@ -188,7 +202,10 @@ class Iec104Simulator:
 
     def _c104_command(self, point: c104.Point, previous_info: c104.Information,
                       message: c104.IncomingMessage) -> c104.ResponseState:
-        """c104's thread: an executed command; the commanded point takes its value on the reactor."""
+        """c104's thread: an executed command; the commanded point takes its value on the reactor
+        (unless the ``negative`` fault refuses it)."""
+        if id(point.station.server) in self._refusing:
+            return c104.ResponseState.FAILURE
         self._reactor.callFromThread(self._commanded, message.common_address, point.io_address, point.value)
         return c104.ResponseState.SUCCESS
 
@@ -198,6 +215,24 @@ class Iec104Simulator:
             if spec is not None:
                 self.set_value(name, spec.id, command_value(spec, value))
                 return
+
+    def fault(self, device: str, kind: str, **options: Any) -> Deferred:
+        """Make the device's server misbehave (module docstring); fires once in effect.
+        ValueError for an unknown kind; KeyError for a device not simulated here."""
+        server = self._server_of[device]
+        if kind == "drop":
+            return self._drop(server, float(options.get("down_s", 1.0)))
+        if kind in ("negative", "healthy"):
+            (self._refusing.add if kind == "negative" else self._refusing.discard)(id(server))
+            return succeed(None)
+        raise ValueError(f"unknown fault {kind!r}; kinds: {', '.join(FAULT_KINDS)}")
+
+    def _drop(self, server: c104.Server, down_s: float) -> Deferred:
+        pool = self._reactor.getThreadPool()
+        d = threads.deferToThreadPool(self._reactor, pool, server.stop)
+        d.addCallback(lambda _: deferLater(self._reactor, down_s, lambda: None))
+        d.addCallback(lambda _: threads.deferToThreadPool(self._reactor, pool, server.start))
+        return d
 
     def value(self, device: str, point: str) -> Value:
         """The engineering value the station serves now."""
