@@ -8,12 +8,15 @@ What the station actually answered is read from the raw frames both ways (``conf
 a refusal names it: a negative confirmation of the select or of the execute (written: no), an
 execute confirmed without ACT_TERM (written: yes, outcome unknown), or silence (written: maybe).
 
-The frames also overrule c104's False where it is wrong: c104 2.2.1 waits on a condition variable
-without first looking whether the answer came already (``Connection::awaitCommandSuccess``), so a
-confirmation that arrives before its thread waits is missed and the wait runs to its timeout
-(seen on loopback about once in ten SBO commands). A command whose frames show it confirmed
-(and terminated, after a select) is taken; a select c104 missed, whose execute it then never
-sent, is tried once more while the command's deadline allows.
+The frames, not c104's answer, decide, because c104 2.2.1's answer is wrong both ways: it waits
+on a condition variable without first looking whether the answer came already
+(``Connection::awaitCommandSuccess``), so a confirmation that arrives before its thread waits is
+missed and the wait runs to its timeout; and a message arriving after a negative confirmation
+(the ACT_TERM some stations still send) turns the command's failure into success
+(``setCommandSuccess``, its ``default`` branch). Both were seen on loopback, about once in ten
+SBO commands. So a command is confirmed only by a positive ACT_CON of its execute (and its
+ACT_TERM, after a select), refused by any negative confirmation, and a select c104 missed, whose
+execute it then never sent, is tried once more while the command's deadline allows.
 After the confirmations, the command's point must show the commanded value (its return
 information, or the next value the station sends) before the command's deadline; a station that
 does not send an unchanged state again is taken at its current value.
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 QUALIFIERS = {"none": c104.Qoc.NONE, "short": c104.Qoc.SHORT_PULSE, "long": c104.Qoc.LONG_PULSE,
               "persistent": c104.Qoc.PERSISTENT}
 NORMALIZED_MAX = 32767 / 32768
+SETTLE_S = 0.5  # how long the frames of a command c104 has answered for may take to reach the reactor
 
 
 def command_info(point: Iec104Point, value: Any, recorded_at: datetime.datetime | None) -> c104.Information:
@@ -132,20 +136,36 @@ class Commander:
         return await self._read_back(command, spec, now)
 
     async def _send(self, command: Command, spec: Iec104Point, sent: float, remaining: float) -> None:
+        """Transmit through c104, then judge by the frames (module docstring)."""
         for attempt in (1, 2):
             try:
-                confirmed = await asyncio.wait_for(await_deferred(self._transmit(spec)), remaining)
+                await asyncio.wait_for(await_deferred(self._transmit(spec)), remaining)
             except asyncio.TimeoutError:
                 raise CommandFailed(f"{command.device}.{command.point}: {spec.command.type} to IOA "  # type: ignore[union-attr]
                                     f"{spec.command.ioa} not confirmed before the command's deadline", None) from None  # type: ignore[union-attr]
-            if confirmed or self._confirmed_by_frames(spec, sent):
+            verdict = await self._settled(spec, sent)
+            if verdict == "confirmed":
                 return
             remaining = command.deadline - self._reactor.seconds()
-            if attempt == 1 and self._select_missed(spec, sent) and remaining > 0:
+            if verdict is None and attempt == 1 and self._select_missed(spec, sent) and remaining > 0:
                 log.info("%s.%s: c104 missed the select's confirmation; selecting again", command.device, command.point)
                 sent = self._reactor.seconds()
                 continue
             raise self._refusal(command, spec, sent)
+
+    async def _settled(self, spec: Iec104Point, sent: float) -> str | None:
+        """"refused", "confirmed" or None (neither), from the frames; c104 hands a frame to Python
+        after it woke the transmitting thread, so the frames get a moment to arrive."""
+        deadline = self._reactor.seconds() + SETTLE_S
+        while True:
+            answers = self._frames(self._answers, spec, sent)
+            if any(c.negative for c in answers):
+                return "refused"
+            if self._confirmed_by(spec, answers):
+                return "confirmed"
+            if self._reactor.seconds() >= deadline:
+                return None
+            await asyncio.sleep(0.01)
 
     def _transmit(self, spec: Iec104Point) -> Any:
         return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._targets[spec.id].transmit,
@@ -158,11 +178,9 @@ class Commander:
         return [c for at, c in frames if at >= since and c.ioa == spec.command.ioa
                 and c.common_address == address and c.type_name == spec.command.type]
 
-    def _confirmed_by_frames(self, spec: Iec104Point, sent: float) -> bool:
-        """The execute confirmed positively, and terminated after a select (c104 may have missed it)."""
-        answers = self._frames(self._answers, spec, sent)
-        if any(c.negative for c in answers):
-            return False
+    @staticmethod
+    def _confirmed_by(spec: Iec104Point, answers: list[Confirmation]) -> bool:
+        """The execute confirmed positively, and terminated after a select."""
         executed = any(c.cause == ACT_CON and not c.select for c in answers)
         return executed and (spec.command.mode == "direct" or any(c.cause == ACT_TERM for c in answers))  # type: ignore[union-attr]
 

@@ -14,7 +14,9 @@ own threads; each callback copies plain values and hands them to the reactor
   to ``on_unexpected_message`` (MISMATCHED_TYPE_ID), with its value, quality and time.
 * A double point keeps its state (0 intermediate, 1 off, 2 on, 3 faulty); an intermediate or
   faulty state is logged once per episode and counted in ``gridgate_iec104_double_transit_total``.
-* The link counts as up only when OPEN (c104 can sit connected in OPEN_MUTED): anything else
+* The link counts as up only when OPEN (c104 can sit connected in OPEN_MUTED, and does for good
+  when a station drops the first STARTDT: after t1 the driver sends STARTDT again, after another
+  t1 it connects anew): anything else
   publishes every point NT at once (``gateway.health``), IV and ``_online`` false after
   ``offline_after_s``; a GI (c104's ``Init``) and, for a profile with counters, a counter
   interrogation follow every STARTDT, and repeat every ``gi_every_s`` and
@@ -103,6 +105,8 @@ class Iec104Driver:
         self._link.on_receive_raw(callable=self._commander.c104_raw)
         self._link.on_send_raw(callable=self._commander.c104_sent_raw)
         self._open = False
+        self._episode = 0  # link state changes seen: a muted-link check of an earlier one does nothing
+        self._muted_check: Any = None
         self._in_transit: set[str] = set()  # double points logged in an intermediate or faulty state
         self._loops = [LoopingCall(self._interrogate, every) for every in self._periods()]
 
@@ -158,6 +162,9 @@ class Iec104Driver:
 
     def _state(self, state: str) -> None:
         was_open, self._open = self._open, state == "OPEN"
+        self._episode += 1
+        if state == "OPEN_MUTED":
+            self._check_muted(self._episode, False)
         if was_open and not self._open:
             self.health.failed("link", DeviceError(self.device.name, f"link to {self._address()} {state}"))
         elif not was_open and not self._open and not self.health.failures and state == "CLOSED_AWAIT_RECONNECT":
@@ -166,6 +173,30 @@ class Iec104Driver:
             log.info("%s: link to %s open", self.device.name, self._address())
             if any(p.type in COUNTERS for p in self.profile.points):
                 self._interrogate("counters")  # counters are not in a GI: read them at every STARTDT too
+
+    def _still_muted(self, episode: int, tried: bool) -> None:
+        """Connected but STARTDT unconfirmed for t1 (a station that dropped it, or hangs): c104 waits
+        on, so the driver sends STARTDT again, and after another t1 connects anew."""
+        if episode != self._episode:
+            return
+        if not self.health.failures:
+            self.health.failed("link", DeviceError(self.device.name, f"link to {self._address()} connected, "
+                                                                     f"STARTDT not confirmed within t1"))
+        pool = self._reactor.getThreadPool()
+        if tried:
+            log.info("%s: %s still muted after STARTDT again; connecting anew", self.device.name, self._address())
+            threads.deferToThreadPool(self._reactor, pool, _reconnect, self._link).addErrback(self._logged, "reconnect")
+            return
+        threads.deferToThreadPool(self._reactor, pool, self._link.unmute).addErrback(self._logged, "STARTDT")
+        self._check_muted(episode, True)
+
+    def _check_muted(self, episode: int, tried: bool) -> None:
+        if self._muted_check is not None and self._muted_check.active():
+            self._muted_check.cancel()
+        self._muted_check = self._reactor.callLater(self.connection.timers.t1, self._still_muted, episode, tried)
+
+    def _logged(self, failure: Any, what: str) -> None:
+        log.warning("%s: %s to %s failed: %s", self.device.name, what, self._address(), failure.getErrorMessage())
 
     def _arrived(self, arrival: Arrival) -> None:
         common_address, ioa, type_name, value, quality, recorded_at = arrival
@@ -258,6 +289,8 @@ class Iec104Driver:
         for loop in self._loops:
             if loop.running:
                 loop.stop()
+        if self._muted_check is not None and self._muted_check.active():
+            self._muted_check.cancel()
         self.health.stop()
         return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._client.stop)
 
@@ -275,6 +308,11 @@ def _scaled(point: Iec104Point, value: Value) -> Value:
     if isinstance(value, bool) or point.type.startswith("M_DP") or (point.scale == 1 and point.offset == 0):
         return value
     return float(value) * point.scale + point.offset  # type: ignore[arg-type]
+
+
+def _reconnect(link: c104.Connection) -> None:
+    link.disconnect()
+    link.connect()
 
 
 def _set_timers(link: c104.Connection, connection: Iec104Connection) -> None:
