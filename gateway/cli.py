@@ -1,7 +1,7 @@
 """gridgate: IoT gateway and protocol adapter hub for storage, PV and EV-charging sites.
 
 Its commands, one line each in ``gridgate --help`` (``gridgate COMMAND --help`` for the options):
-run, check, simulate, demo, schema, points (export/import), audit (init/show/verify),
+run, check, simulate, demo, schema, points (export/import/to-profile), audit (init/show/verify),
 certs (init/issue/show), dispatch-test, and the drivers' own tools (opcua browse). Each command validates its input fully before starting
 anything: a site with any problem is reported (every problem, ``file:line: path: message``) and
 not started. Commissioning commands (points, dispatch-test, demo) are imported only when run:
@@ -13,12 +13,13 @@ import io
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import STDLibLogObserver, globalLogBeginner
 
 from gateway.config.loader import Site, load_site
+from gateway.config.profile import ProfileSpec
 from gateway.config.source import ConfigErrors
 from gateway.errors import GatewayError
 from gateway.model import group_by_protocol
@@ -121,9 +122,30 @@ def cmd_points_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_points_to_profile(args: argparse.Namespace) -> int:
+    """Draft an IEC 104 master profile from a station's point table; every problem, or nothing, is written."""
+    from gateway.commissioning.profiledraft import draft_profile
+    try:
+        draft = draft_profile(Path(args.csv), load_plugins(), args.model, args.kind)
+    except ConfigErrors as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s); nothing written", file=sys.stderr)
+        return 1
+    for note in draft.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.out:
+        Path(args.out).write_text(draft.text(), encoding="utf-8")
+        print(f"{args.out}: {draft.points} point(s), {draft.commands} command(s) drafted")
+        return 0
+    sys.stdout.buffer.write(draft.text().encode("utf-8"))  # UTF-8 names whatever the terminal's locale
+    sys.stdout.buffer.flush()
+    return 0
+
+
 def _add_points_parser(sub: Any) -> None:
-    """``gridgate points export|import``: the point table of one master group as CSV."""
-    points = sub.add_parser("points", help="export or import a 104 group's point table (CSV)")
+    """``gridgate points export|import|to-profile``: a 104 point table as CSV, and a station's as a profile."""
+    points = sub.add_parser("points", help="104 point tables (CSV): export, import, to-profile")
     verbs = points.add_subparsers(dest="points_command", required=True)
     export = verbs.add_parser("export", help="write the group's point table as CSV (UTF-8 with BOM): every IOA "
                               "it serves, with the types sent in GI, counter interrogation and spontaneously, "
@@ -139,6 +161,17 @@ def _add_points_parser(sub: Any) -> None:
     imp.add_argument("--site", dest="site_option", default=None, help="the site file (instead of the positional)")
     imp.add_argument("--group", required=True, help="master group name")
     imp.set_defaults(func=cmd_points_import)
+    draft = verbs.add_parser("to-profile", help="draft the IEC 104 master's profile of a downstream station from "
+                             "its point table (the columns export writes): monitored rows become points, command "
+                             "rows the command of the point that confirms them")
+    draft.add_argument("csv", metavar="FILE.csv", help="the station's point table (UTF-8 with or without BOM, "
+                       "or GB18030)")
+    draft.add_argument("--out", default=None, metavar="PROFILE.yaml", help="file to write (default: stdout)")
+    draft.add_argument("--model", default=None, metavar="NAME", help="the profile's model (default: the CSV "
+                       "file's name without .csv, upper-cased)")
+    draft.add_argument("--kind", default="rtu", choices=get_args(ProfileSpec.model_fields["kind"].annotation),
+                       help="the profile's kind (default: rtu)")
+    draft.set_defaults(func=cmd_points_to_profile)
 
 
 def cmd_audit_show(args: argparse.Namespace) -> int:
