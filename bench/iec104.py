@@ -44,6 +44,9 @@ frame twice, with c104 and ``monitorframes``) on a machine the gateway shares, a
 acknowledges the frames left over at the end of a burst after 0.5 s (c104's client left them
 unacknowledged for more than 5 s).
 
+``--conversion`` measures 规约转换 instead, both ways (a downstream RTU's change to the dispatch
+master, a dispatch SBO command through the gateway to the RTU and back): ``bench/conversion104.py``.
+
 Prints one summary line:
   iec104 points=2000 (+2000 events only) poll=0.2 s | GI 2000 objects in X s | spontaneous latency
   p50 A ms p99 B ms max C ms (K of K changes) | events sustained N/s to one master (acknowledged,
@@ -69,6 +72,7 @@ from typing import Protocol
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import conversion104  # noqa: E402
 from bench.common import stop, wait_port  # noqa: E402
 from gateway.metrics import percentile  # noqa: E402
 from gateway.commissioning.demo import free_ports  # noqa: E402
@@ -391,7 +395,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=12, help="the group's send window k (I-frames not yet acknowledged)")
     parser.add_argument("--serve-simulator", nargs=3, metavar=("SITE", "CONTROL_PORT", "PERIOD_S"),
                         help=argparse.SUPPRESS)
+    conversion104.add_arguments(parser)
     args = parser.parse_args()
+    if args.conversion:
+        conversion(args.conversion_changes)
+        return
     if args.serve_simulator:
         site, port, period = args.serve_simulator
         serve_simulator(site, int(port), float(period))
@@ -437,6 +445,23 @@ def main() -> None:
         events.close()
         stop(processes)
     shutil.rmtree(folder)  # spool and event buffer, tens of MB; kept (with the logs) when the run failed
+
+
+def conversion(changes: int) -> None:
+    """The 规约转换 benchmark on an asyncio reactor of this process (installed here, not at import)."""
+    from twisted.internet import asyncioreactor
+    asyncioreactor.install()
+    from twisted.internet import reactor
+    outcome: list = []
+
+    def done(result: object) -> None:
+        outcome.append(result)
+        reactor.stop()
+    reactor.callWhenRunning(lambda: conversion104.run(changes, reactor).addBoth(done))
+    reactor.run()
+    if not outcome or not isinstance(outcome[0], str):
+        raise SystemExit(f"conversion benchmark failed: {outcome[0] if outcome else 'no result'}")
+    print(outcome[0], flush=True)
 
 
 if __name__ == "__main__":
