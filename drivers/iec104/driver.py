@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 
 TWINS = {**UNTAGGED, **{untagged: tagged for tagged, untagged in UNTAGGED.items()}}
 QUALITY_BITS = int(Quality.IV | Quality.NT | Quality.SB | Quality.BL | Quality.OV)
-COUNTER_INVALID, COUNTER_CARRY = 0x80, 0x40  # c104.BinaryCounterQuality Invalid, Carry
+# the BCR octet's IV and CY bits (IEC 60870-5-101 7.2.6.9: CY bit 6, CA bit 7, IV bit 8); c104 2.2.1
+# hands them over as they are but names 0x20 "Adjusted" and 0x40 "Carry", the other way round
+COUNTER_INVALID, COUNTER_CARRY = 0x80, 0x20
 INTERMEDIATE, FAULTY = 0, 3
 TICK_MS = 50  # c104's minimum
 # c104 leaves to on_unexpected_message the tagged twin of a configured type (MISMATCHED_TYPE_ID)
@@ -316,8 +318,12 @@ def _reconnect(link: c104.Connection) -> None:
 
 
 def _set_timers(link: c104.Connection, connection: Iec104Connection) -> None:
-    """k, w and t0..t3 from the site file (c104 takes milliseconds)."""
+    """k, w and t0..t3 from the site file; c104 takes whole seconds (at least 1)."""
     timers, parameters = connection.timers, link.protocol_parameters
     parameters.send_window_size, parameters.receive_window_size = timers.k, timers.w
-    parameters.connection_timeout, parameters.message_timeout = int(timers.t0 * 1000), int(timers.t1 * 1000)
-    parameters.confirm_interval, parameters.keep_alive_interval = int(timers.t2 * 1000), int(timers.t3 * 1000)
+    parameters.connection_timeout, parameters.message_timeout = _seconds(timers.t0), _seconds(timers.t1)
+    parameters.confirm_interval, parameters.keep_alive_interval = _seconds(timers.t2), _seconds(timers.t3)
+
+
+def _seconds(duration: float) -> int:
+    return max(1, round(duration))
