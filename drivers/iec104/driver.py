@@ -14,9 +14,9 @@ own threads; each callback copies plain values and hands them to the reactor
   to ``on_unexpected_message`` (MISMATCHED_TYPE_ID), with its value, quality and time.
 * A double point keeps its state (0 intermediate, 1 off, 2 on, 3 faulty); an intermediate or
   faulty state is logged once per episode and counted in ``gridgate_iec104_double_transit_total``.
-* The link counts as up only when OPEN (c104 can sit connected in OPEN_MUTED, and does for good
-  when a station drops the first STARTDT: after t1 the driver sends STARTDT again, after another
-  t1 it connects anew): anything else
+* The link counts as up only when OPEN (c104 can sit connected in OPEN_MUTED: it often never sends
+  the STARTDT of a new connection, which the driver then sends after a second; and a station may
+  drop it: after t1 the driver sends STARTDT again, after another t1 it connects anew): anything else
   publishes every point NT at once (``gateway.health``), IV and ``_online`` false after
   ``offline_after_s``; a GI (c104's ``Init``) and, for a profile with counters, a counter
   interrogation follow every STARTDT, and repeat every ``gi_every_s`` and
@@ -56,6 +56,8 @@ QUALITY_BITS = int(Quality.IV | Quality.NT | Quality.SB | Quality.BL | Quality.O
 COUNTER_INVALID, COUNTER_CARRY = 0x80, 0x20
 INTERMEDIATE, FAULTY = 0, 3
 TICK_MS = 50  # c104's minimum
+STARTDT_ACT = b"\x68\x04\x07"  # a U-frame with STARTDT act (IEC 60870-5-104 5.3)
+STARTDT_GRACE_S = 1.0  # a new connection whose STARTDT c104 has not sent by then gets one
 # c104 leaves to on_unexpected_message the tagged twin of a configured type (MISMATCHED_TYPE_ID)
 # and a tagged type in an interrogation answer (INVALID_COT: the standard wants it untagged, some
 # RTUs send it anyway); both still carry value, quality and time, and ``_arrived`` takes them when
@@ -105,12 +107,16 @@ class Iec104Driver:
         self._client, self._link, stations = self._build_link()
         self._commander = Commander(device.name, self.profile, self.connection, stations, reactor)
         self._link.on_receive_raw(callable=self._commander.c104_raw)
-        self._link.on_send_raw(callable=self._commander.c104_sent_raw)
+        self._link.on_send_raw(callable=self._c104_sent)
         self._open = False
         self._episode = 0  # link state changes seen: a muted-link check of an earlier one does nothing
         self._muted_check: Any = None
+        self._nudge: Any = None
+        self._startdt_sent = False
         self._in_transit: set[str] = set()  # double points logged in an intermediate or faulty state
-        self._loops = [LoopingCall(self._interrogate, every) for every in self._periods()]
+        self._loops = [(LoopingCall(self._interrogate, what), every) for what, every in self._periods()]
+        for loop, _ in self._loops:
+            loop.clock = reactor
 
     def _build_link(self) -> tuple[c104.Client, c104.Connection, dict[int, c104.Station]]:
         connection = self.connection
@@ -166,6 +172,8 @@ class Iec104Driver:
         was_open, self._open = self._open, state == "OPEN"
         self._episode += 1
         if state == "OPEN_MUTED":
+            self._startdt_sent = False
+            self._nudge = self._reactor.callLater(STARTDT_GRACE_S, self._no_startdt, self._episode)
             self._check_muted(self._episode, False)
         if was_open and not self._open:
             self.health.failed("link", DeviceError(self.device.name, f"link to {self._address()} {state}"))
@@ -191,6 +199,20 @@ class Iec104Driver:
             return
         threads.deferToThreadPool(self._reactor, pool, self._link.unmute).addErrback(self._logged, "STARTDT")
         self._check_muted(episode, True)
+
+    def _no_startdt(self, episode: int) -> None:
+        """c104 2.2.1 often never sends the STARTDT of a new connection (its ``setOpen`` schedules the
+        unmute before the link counts as connected): send it once, if it really was not sent."""
+        if episode == self._episode and not self._startdt_sent:
+            log.info("%s: c104 sent no STARTDT to %s; sending it", self.device.name, self._address())
+            threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._link.unmute) \
+                .addErrback(self._logged, "STARTDT")
+
+    def _c104_sent(self, connection: c104.Connection, data: bytes) -> None:
+        """c104's thread, a frame sent: a STARTDT act is noted; a command's frame goes to the commander."""
+        if data[:3] == STARTDT_ACT:
+            self._reactor.callFromThread(setattr, self, "_startdt_sent", True)
+        self._commander.c104_sent_raw(connection, data)
 
     def _check_muted(self, episode: int, tried: bool) -> None:
         if self._muted_check is not None and self._muted_check.active():
@@ -282,17 +304,18 @@ class Iec104Driver:
         device offline, not a start-up failure."""
         self.health.start()
         d = threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._client.start)
-        for loop, (_, every) in zip(self._loops, self._periods()):
+        for loop, every in self._loops:
             loop.start(every, now=False)
         return d
 
     def stop(self) -> Deferred:
         """Stop the periodic requests and c104's client (in a thread: it blocks ~130 ms)."""
-        for loop in self._loops:
+        for loop, _ in self._loops:
             if loop.running:
                 loop.stop()
-        if self._muted_check is not None and self._muted_check.active():
-            self._muted_check.cancel()
+        for call in (self._muted_check, self._nudge):
+            if call is not None and call.active():
+                call.cancel()
         self.health.stop()
         return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._client.stop)
 

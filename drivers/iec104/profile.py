@@ -11,6 +11,7 @@ type and whether it is selected before it is executed); a command to the point g
 and is confirmed by the point itself, the station's return information.
 """
 
+from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -88,6 +89,12 @@ class Iec104Profile(ProfileSpec):
         return self
 
 
+def _is_utc(zone: str) -> bool:
+    """Whether ``zone`` is UTC all year (its offset in January and July is zero)."""
+    tz = ZoneInfo(zone)
+    return all(datetime(2026, month, 1, tzinfo=tz).utcoffset() == timedelta(0) for month in (1, 7))
+
+
 class Iec104Connection(Strict):
     """Where a downstream station is and how the gateway keeps its link."""
 
@@ -103,6 +110,16 @@ class Iec104Connection(Strict):
     offline_after_s: Duration = Field(30.0, gt=0, description="link not open this long: points IV, device offline")
     command_timeout_s: Duration = Field(10.0, gt=0, description="each answer to a command (ACT_CON, ACT_TERM); "
                                                                 "inside t1")
+
+    @model_validator(mode="after")
+    def _clock_sync_in_utc(self) -> "Iec104Connection":
+        """c104 sends a clock sync with the UTC fields of the gateway's clock, whatever the wire zone."""
+        syncs = self.clock_sync != "never" or self.clock_sync_every_s is not None
+        if syncs and not _is_utc(self.wire_time_zone):
+            raise ValueError(f"the clock sync the gateway sends carries UTC (c104), not {self.wire_time_zone}: "
+                             "set clock_sync: never (and no clock_sync_every_s) for this station, or run its "
+                             "time tags in UTC")
+        return self
 
     @model_validator(mode="after")
     def _answers_inside_t1(self) -> "Iec104Connection":

@@ -32,7 +32,7 @@ def _site(folder: Path) -> tuple[Path, int]:
         "audit": {"path": str(folder / "audit.jsonl"), "key": str(folder / "audit.key")},
         "devices": [{"name": "rtu1", "profile": "rtu/gridgate-booster-rtu",
                      "connection": {"host": "127.0.0.1", "port": rtu_port, "common_address": RTU_CA,
-                                    "wire_time_zone": "Asia/Shanghai", "offline_after_s": "3s",
+                                    "wire_time_zone": "Asia/Shanghai", "clock_sync": "never", "offline_after_s": "3s",
                                     "timers": {"t1": "3s", "t2": "1s"}, "command_timeout_s": "2s"}}],
         "master_groups": [{
             "name": "provincial", "bind": "127.0.0.1", "port": iec_port, "allowed_masters": ["127.0.0.1"],

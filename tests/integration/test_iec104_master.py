@@ -49,7 +49,7 @@ FAST = Timers(t1=3.0, t2=1.0)
 
 
 def device(port: int, **connection: Any) -> Device:
-    model = Iec104Connection(host="127.0.0.1", port=port, common_address=1, wire_time_zone=WIRE_ZONE,
+    model = Iec104Connection(host="127.0.0.1", port=port, common_address=1, wire_time_zone=WIRE_ZONE, clock_sync="never",
                              offline_after_s=2.0, gi_every_s=None, counter_interrogation_every_s=None,
                              timers=FAST, command_timeout_s=2.0, **connection)
     return Device("rtu1", PROFILE, Path("rtu.yaml"), model, {})
@@ -223,6 +223,7 @@ async def test_the_shipped_booster_rtu_is_served_and_read_whole(tmp_path: Path) 
     (tmp_path / "site.yaml").write_text(yaml.safe_dump({"site": "booster", "devices": [
         {"name": "rtu1", "profile": "rtu/gridgate-booster-rtu",
          "connection": {"host": "127.0.0.1", "port": port, "common_address": 1, "wire_time_zone": WIRE_ZONE,
+                        "clock_sync": "never",
                         "timers": {"t1": "3s", "t2": "1s"}, "command_timeout_s": "2s"}}]}))
     site = load_site(tmp_path / "site.yaml", load_plugins())
     [rtu] = site.devices
