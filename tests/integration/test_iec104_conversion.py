@@ -1,5 +1,5 @@
 """规约转换 end to end on 127.0.0.1: a downstream station (the shipped booster RTU, simulated on
-c104's server, time tags in Asia/Shanghai) read by the gateway as its master, its points forwarded
+c104's server, time tags in Asia/Shanghai; or the scripted raw-socket station of tests/iec104_rtu.py) read by the gateway as its master, its points forwarded
 to the gateway's own outstation under new IOAs, and a dispatch master (c104's client, frames
 decoded by ``monitorframes``) that sees an RTU change spontaneously with the RTU's time tag and
 operates an RTU breaker by select-before-operate through the CommandGate."""
@@ -16,7 +16,8 @@ import yaml
 from twisted.internet.threads import deferToThread
 
 from gateway.commands.auditkeys import init_key
-from tests.integration.sites import until
+from tests.iec104_rtu import ScriptedRtu
+from tests.integration.sites import Running, until
 from tests.ports import next_ports
 
 pytestmark = pytest.mark.integration
@@ -102,3 +103,36 @@ def test_the_rtu_link_lost_shows_at_dispatch_nt_then_iv(tmp_path: Path, running,
     yield until(lambda: any(a.value is False for a in latest(12289)), 3)
     yield run.simulators[0].start()
     yield until(lambda: any(not a.quality for a in latest(POWER)) and any(a.value is True for a in latest(12289)), 10)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_dispatch_sbo_reaches_a_raw_station_as_select_and_execute(tmp_path: Path, master_factory) -> Iterator:
+    """The station is the scripted raw-socket one (tests/iec104_rtu.py): dispatch's select and
+    execute arrive there, on the wire, as the station's own C_DC select then execute; its return
+    information and ACT_TERM bring dispatch ACT_CON, ACT_TERM and the new position."""
+    station = ScriptedRtu(common_address=RTU_CA, wire_zone="Asia/Shanghai").start()
+    station.set_point(2, "M_DP_TB_1", 2)
+    station.script_command(24578, then=lambda command: station.spontaneous(2, "M_DP_TB_1", command.value, cause=11))
+    (tmp_path / "station.yaml").write_text(yaml.safe_dump({
+        "model": "RAW", "kind": "rtu", "protocol": "iec104", "points": [
+            {"id": "cb_f1_pos", "ioa": 2, "type": "M_DP_TB_1", "writable": {"min": 1, "max": 2},
+             "command": {"ioa": 24578, "type": "C_DC_NA_1", "mode": "select_execute"}}]}))
+    path, iec_port = _site(tmp_path)
+    site = yaml.safe_load(path.read_text())
+    site["devices"][0]["profile"] = "station.yaml"
+    site["devices"][0]["connection"]["port"] = station.port
+    site["master_groups"][0]["points"] = [site["master_groups"][0]["points"][0]]  # the breaker only
+    path.write_text(yaml.safe_dump(site, sort_keys=False))
+    run = Running(path)
+    try:
+        yield run.start_gateway()
+        yield until(run.all_good, 20)
+        master = master_factory(iec_port, CA)
+        assert (yield deferToThread(master.connect)) is not None
+        timeline = yield deferToThread(master.send_command, BREAKER_COMMAND, "C_DC_NA_1", 1, True)
+        assert timeline.confirmed and timeline.act_term_s is not None and timeline.negative is None, timeline
+        assert [(c.ioa, c.select, c.value, c.cot) for c in station.commands] == [(24578, True, 1, 6), (24578, False, 1, 6)]
+        yield until(lambda: any(a.ioa == BREAKER and a.value == 1 for a in master.arrivals()), 5)
+    finally:
+        yield run.stop()
+        yield deferToThread(station.stop)

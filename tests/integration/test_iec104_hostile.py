@@ -29,13 +29,15 @@ pytestmark = pytest.mark.integration
 
 WIRE_ZONE = "Asia/Shanghai"
 PROCESS_ZONE = "America/New_York"  # unlike the wire zone, and with DST: c104's localtime() must not matter
-BREAKER, POWER, ENERGY, TRIP, BREAKER_COMMAND = 2, 16385, 25601, 17, 24577
+BREAKER, POWER, ENERGY, TRIP, BREAKER_COMMAND, SETPOINT, SETPOINT_COMMAND = 2, 16385, 25601, 17, 24577, 16390, 25002
 PROFILE = Iec104Profile(model="raw-rtu", kind="rtu", protocol="iec104", points=[
     Iec104Point(id="cb", ioa=BREAKER, type="M_DP_TB_1", writable=Limits(min=1, max=2),
                 command=Iec104Command(ioa=BREAKER_COMMAND, type="C_DC_NA_1", mode="select_execute")),
     Iec104Point(id="p", ioa=POWER, type="M_ME_TF_1"),
     Iec104Point(id="trip", ioa=TRIP, type="M_SP_TB_1"),
     Iec104Point(id="energy", ioa=ENERGY, type="M_IT_NA_1"),
+    Iec104Point(id="sp", ioa=SETPOINT, type="M_ME_NC_1", writable=Limits(min=-100, max=100, readback_tolerance=0.01),
+                command=Iec104Command(ioa=SETPOINT_COMMAND, type="C_SE_TC_1")),
 ])
 
 
@@ -145,6 +147,21 @@ async def test_a_breaker_command_goes_out_as_select_then_execute_and_is_confirme
         assert result.readback == 1 and run.sample("cb").value == 1
         sent = [(c.type_name, c.ioa, c.select, c.value, c.cot, c.negative) for c in rtu.commands]
         assert sent == [("C_DC_NA_1", BREAKER_COMMAND, True, 1, 6, False), ("C_DC_NA_1", BREAKER_COMMAND, False, 1, 6, False)]
+
+
+@on_asyncio
+async def test_a_time_tagged_setpoint_carries_the_gateways_time_in_the_wire_zone(rtu: ScriptedRtu) -> None:
+    """C_SE_TC_1 direct: on the wire its value and a CP56Time2a that is now in Shanghai wall time
+    (the gateway in New York); confirmed by the station's return information."""
+    rtu.script_command(SETPOINT_COMMAND, then=lambda command: rtu.spontaneous(SETPOINT, "M_ME_NC_1", command.value,
+                                                                            cause=11))
+    async with Driving(rtu.port) as run:
+        before = time.time()
+        result = await await_deferred(run.driver.execute(Command("rtu1", "sp", -12.25, time.time() + 5)))
+        assert result.readback == pytest.approx(-12.25)
+        [command] = [c for c in rtu.commands if c.ioa == SETPOINT_COMMAND]
+        assert (command.type_name, command.select, command.value) == ("C_SE_TC_1", False, pytest.approx(-12.25))
+        assert before - 0.01 <= command.time.posix(WIRE_ZONE) <= time.time() + 0.01
 
 
 @on_asyncio
