@@ -13,7 +13,7 @@ and is confirmed by the point itself, the station's return information.
 
 from datetime import datetime, timedelta
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
@@ -21,6 +21,7 @@ from gateway.config.profile import PointSpec, ProfileSpec, Strict
 from gateway.config.units import Duration
 from gateway.iec104.timers import Timers
 from gateway.iec104.types import COUNTERS, IOA_MAX, CommandType, MonitorType
+from gateway.iec104.wiretime import wire_zone
 
 COMMON_ADDRESS = Field(ge=1, le=65534)
 # a command type's family -> the monitored types whose return information confirms it, and the
@@ -131,11 +132,7 @@ class Iec104Connection(Strict):
     @field_validator("wire_time_zone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai or UTC)") from None
-        return value
+        return wire_zone(value)
 
     @property
     def value_age_s(self) -> float:

@@ -37,15 +37,21 @@ _EPOCH = datetime.datetime(1970, 1, 1)
 _WIRE_YEARS = (2000, 2099)  # CP56Time2a carries the year in 7 bits, counted from 2000
 
 
+def wire_zone(value: str) -> str:
+    """A site file's ``wire_time_zone``: ValueError naming it unless it is an IANA zone."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai or UTC)") from None
+    return value
+
+
 class WireClock:
     """Converts POSIX timestamps to and from the datetimes c104 takes and gives, for one wire zone."""
 
-    def __init__(self, wire_zone: str) -> None:
-        try:
-            self._zone = ZoneInfo(wire_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {wire_zone!r} (use an IANA name such as Asia/Shanghai or UTC)") from None
-        self.wire_zone = wire_zone
+    def __init__(self, zone: str) -> None:
+        self._zone = ZoneInfo(wire_zone(zone))
+        self.wire_zone = zone
 
     def __repr__(self) -> str:
         return f"WireClock({self.wire_zone!r})"

@@ -6,7 +6,6 @@ map the same device point; each sees only its own table.
 """
 
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
@@ -14,6 +13,7 @@ from gateway.config.profile import DEVICE_POINT, Strict
 from gateway.config.units import Duration, Size
 from gateway.iec104.timers import Timers
 from gateway.iec104.types import COUNTERS, IOA_MAX, UNTAGGED, CommandType, MonitorType
+from gateway.iec104.wiretime import wire_zone
 
 # a master group's alarm IOAs (site-file key) -> the outstation's internal point name (point "<group>.<name>")
 ALARM_POINTS = {"buffer_overflow_ioa": "_buffer_overflow", "clock_alarm_ioa": "_clock_alarm",
@@ -165,11 +165,7 @@ class MasterGroup(Strict):
     @field_validator("wire_time_zone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai or UTC)") from None
-        return value
+        return wire_zone(value)
 
     @field_validator("comm_status")
     @classmethod
