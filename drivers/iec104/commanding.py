@@ -69,9 +69,9 @@ def command_info(point: Iec104Point, value: Any, recorded_at: datetime.datetime 
 class Commander:
     """The command points of one station, the confirmations it sent, and the read-backs awaited."""
 
-    def __init__(self, device: str, profile: Iec104Profile, connection: Iec104Connection,
-                 stations: dict[int, c104.Station], reactor: Any) -> None:
-        self._device, self._profile, self._connection = device, profile, connection
+    def __init__(self, profile: Iec104Profile, connection: Iec104Connection, stations: dict[int, c104.Station],
+                 reactor: Any) -> None:
+        self._profile, self._connection = profile, connection
         self._reactor = reactor
         self._clock = WireClock(connection.wire_time_zone)
         self._targets: dict[str, c104.Point] = {}
@@ -84,7 +84,7 @@ class Commander:
                                                         type=getattr(c104.Type, point.command.type), command_mode=mode)
         self._answers: list[tuple[float, Confirmation]] = []  # from the station
         self._sent: list[tuple[float, Confirmation]] = []  # to it (activations: cause 6)
-        self._latest: dict[str, tuple[Value, Quality, float]] = {}  # point -> value, quality, when it arrived
+        self._latest: dict[str, tuple[Value, Quality]] = {}  # point -> its last value and quality
         self._waiters: dict[str, list[tuple[Callable[[Value, Quality], bool], asyncio.Future]]] = {}
 
     # ---- what the station sends ----------------------------------------------------------------
@@ -108,7 +108,7 @@ class Commander:
 
     def arrived(self, point: str, value: Value, quality: Quality) -> None:
         """A value of ``point`` was published: it may be a read-back awaited."""
-        self._latest[point] = (value, quality, self._reactor.seconds())
+        self._latest[point] = (value, quality)
         for waiter in list(self._waiters.get(point, [])):
             matches, future = waiter
             if matches(value, quality) and not future.done():

@@ -105,7 +105,7 @@ class Iec104Driver:
                                    metrics=self._metrics, offline_after_s=self.connection.offline_after_s)
         self.batcher: TurnBatcher[tuple[str, Value, int, float | None]] = TurnBatcher(self._publish_turn, reactor)
         self._client, self._link, stations = self._build_link()
-        self._commander = Commander(device.name, self.profile, self.connection, stations, reactor)
+        self._commander = Commander(self.profile, self.connection, stations, reactor)
         self._link.on_receive_raw(callable=self._commander.c104_raw)
         self._link.on_send_raw(callable=self._c104_sent)
         self._open = False
