@@ -11,6 +11,7 @@ the gateway process never loads them.
 import argparse
 import io
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, get_args
@@ -255,8 +256,23 @@ def _react(body: Callable[[Any], Deferred]) -> int:
             reactor.stop()
 
     reactor.callWhenRunning(lambda: maybeDeferred(body, reactor).addCallbacks(finished, failed))
+    _stop_once_on_signals(reactor)
     reactor.run()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the reactor is done: a late repeat must not kill the exit
     return outcome["code"]
+
+
+def _stop_once_on_signals(reactor: Any) -> None:
+    """A second SIGTERM or SIGINT while the first one's shutdown runs is ignored: Twisted's own
+    handler would call ``reactor.stop`` again, which raises ReactorNotRunning into the log at
+    CRITICAL (``timeout``, systemd's KillMode=control-group and impatient operators send two)."""
+    for name in ("sigTerm", "sigInt"):
+        def once(number: int, frame: Any = None, handler: Callable[..., None] = getattr(reactor, name),
+                 seen: list[int] = []) -> None:
+            if not seen:
+                seen.append(number)
+                handler(number, frame)
+        setattr(reactor, name, once)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

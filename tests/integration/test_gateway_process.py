@@ -6,6 +6,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator
@@ -134,6 +135,21 @@ def test_sigterm_forwards_what_is_committed_before_exit(tmp_path: Path, site: Pa
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(20) == 0, gateway.stderr.read().decode()[-2000:]
     assert _spooled(spool) == []
+
+
+def test_a_second_sigterm_during_shutdown_is_harmless(tmp_path: Path, site: Path) -> None:
+    """Two SIGTERMs (as timeout(1) and systemd send them): exit 0, no ReactorNotRunning in the log."""
+    gateway = _gridgate("run", site)
+    spool = tmp_path / "spool.db"
+    try:
+        wait_until(lambda: spool.exists() and len(_spooled(spool)) > 0, 30, "a spooled sample")
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        time.sleep(0.05)  # the first one handled: the kernel does not merge the second into it
+        gateway.send_signal(signal.SIGTERM)
+        code = gateway.wait(20)
+    errors = gateway.stderr.read().decode()
+    assert code == 0 and "ReactorNotRunning" not in errors, errors[-2000:]
 
 
 def _tz_site(tmp_path: Path, wire_zone: str) -> tuple[Path, int]:
