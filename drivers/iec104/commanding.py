@@ -30,6 +30,7 @@ from typing import Any, Callable
 import c104
 from twisted.internet import threads
 
+from drivers.iec104.codec import normalized, scaled, to_raw
 from drivers.iec104.confirmations import ACT_CON, ACT_TERM, Confirmation, confirmation
 from drivers.iec104.profile import Iec104Connection, Iec104Point, Iec104Profile
 from gateway.aio import await_deferred
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 QUALIFIERS = {"none": c104.Qoc.NONE, "short": c104.Qoc.SHORT_PULSE, "long": c104.Qoc.LONG_PULSE,
               "persistent": c104.Qoc.PERSISTENT}
-NORMALIZED_MAX = 32767 / 32768
 SETTLE_S = 0.5  # how long the frames of a command c104 has answered for may take to reach the reactor
 
 
@@ -54,16 +54,11 @@ def command_info(point: Iec104Point, value: Any, recorded_at: datetime.datetime 
         return c104.SingleCmd(on=bool(value), qualifier=qualifier, recorded_at=recorded_at)
     if kind == "C_DC":
         return c104.DoubleCmd(state=c104.Double(int(value)), qualifier=qualifier, recorded_at=recorded_at)
-    raw = (float(value) - point.offset) / point.scale
     if point.command.type in ("C_SE_NA_1", "C_SE_TA_1"):
-        if not -1.0 <= raw <= NORMALIZED_MAX:
-            raise ValueError(f"{point.id}: {value} is {raw:g} normalized, outside -1..{NORMALIZED_MAX:.5f}")
-        return c104.NormalizedCmd(target=c104.NormalizedFloat(raw), recorded_at=recorded_at)
+        return c104.NormalizedCmd(target=c104.NormalizedFloat(normalized(point, value)), recorded_at=recorded_at)
     if point.command.type in ("C_SE_NB_1", "C_SE_TB_1"):
-        if not -32768 <= round(raw) <= 32767:
-            raise ValueError(f"{point.id}: {value} is {round(raw)} scaled, outside -32768..32767")
-        return c104.ScaledCmd(target=c104.Int16(int(round(raw))), recorded_at=recorded_at)
-    return c104.ShortCmd(target=raw, recorded_at=recorded_at)
+        return c104.ScaledCmd(target=c104.Int16(scaled(point, value)), recorded_at=recorded_at)
+    return c104.ShortCmd(target=to_raw(point, value), recorded_at=recorded_at)
 
 
 class Commander:

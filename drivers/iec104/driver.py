@@ -35,6 +35,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
+from drivers.iec104.codec import to_engineering
 from drivers.iec104.commanding import Commander
 from drivers.iec104.profile import Iec104Connection, Iec104Point, Iec104Profile
 from gateway.batching import TurnBatcher
@@ -231,7 +232,7 @@ class Iec104Driver:
             return
         source = self._source_time(point, recorded_at)
         self._note_double(point, value)
-        self.batcher.add((point.id, _scaled(point, value), quality, source))
+        self.batcher.add((point.id, to_engineering(point, value), quality, source))
 
     def _source_time(self, point: Iec104Point, recorded_at: datetime.datetime | None) -> float | None:
         if recorded_at is None:
@@ -327,12 +328,6 @@ class Iec104Driver:
         """Link state and the device's failures."""
         return {"endpoint": self._address(), "connected": self._open,
                 "devices": {self.device.name: {"offline": self.health.offline, "failures": dict(self.health.causes)}}}
-
-
-def _scaled(point: Iec104Point, value: Value) -> Value:
-    if isinstance(value, bool) or point.type.startswith("M_DP") or (point.scale == 1 and point.offset == 0):
-        return value
-    return float(value) * point.scale + point.offset  # type: ignore[arg-type]
 
 
 def _reconnect(link: c104.Connection) -> None:

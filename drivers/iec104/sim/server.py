@@ -30,6 +30,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
+from drivers.iec104.codec import NORMALIZED_MAX, scaled, to_engineering, to_raw
 from drivers.iec104.profile import Iec104Connection, Iec104Point, Iec104Profile
 from gateway.iec104.types import COUNTERS, TIME_TAGGED
 from gateway.iec104.wiretime import WireClock
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 
 FAULT_KINDS = ("drop", "negative", "healthy")
 
-NORMALIZED_MAX = 32767 / 32768
 INFO = {"M_SP": lambda v, at: c104.SingleInfo(on=v, recorded_at=at),
         "M_DP": lambda v, at: c104.DoubleInfo(state=v, recorded_at=at),
         "M_ME_NA": lambda v, at: c104.NormalizedInfo(actual=v, recorded_at=at),
@@ -62,13 +62,11 @@ def wire_value(point: Iec104Point, value: Value) -> Any:
         if not 0 <= state <= 3:
             raise ValueError(f"{point.id}: {value} is not a double-point state 0..3")
         return c104.Double(state)
-    raw = (float(value) - point.offset) / point.scale  # type: ignore[arg-type]
     if kind in ("M_ME_NA", "M_ME_TD"):
-        return c104.NormalizedFloat(max(-1.0, min(NORMALIZED_MAX, raw)))
+        return c104.NormalizedFloat(max(-1.0, min(NORMALIZED_MAX, to_raw(point, value))))
     if kind in ("M_ME_NB", "M_ME_TE"):
-        if not -32768 <= round(raw) <= 32767:
-            raise ValueError(f"{point.id}: {value} is {round(raw)} raw, outside a scaled value")
-        return c104.Int16(int(round(raw)))
+        return c104.Int16(scaled(point, value))
+    raw = to_raw(point, value)
     return int(round(raw)) if point.type in COUNTERS else raw
 
 
@@ -78,7 +76,7 @@ def command_value(point: Iec104Point, value: Any) -> Value:
         return value
     if isinstance(value, c104.Double):
         return int(value.value)
-    return float(value) * point.scale + point.offset
+    return to_engineering(point, float(value))
 
 
 class SimulatedStation:
