@@ -188,3 +188,34 @@ class DeviceHealth:
         self._online = online
         now = self._clock.seconds()
         self._sink.publish([Sample(self._online_id, online, Quality.GOOD, now, now)])
+
+
+class TurnValues:
+    """The values a pushing device sent in one reactor turn, as DeviceHealth batches: no batch may
+    hold a point twice, so a point's second value in the turn starts the next round (none is
+    lost, the order kept); each value with its own source time."""
+
+    def __init__(self) -> None:
+        self.rounds: list[dict[str, tuple[Value, Quality]]] = [{}]
+        self.times: list[dict[str, float]] = [{}]
+
+    def put(self, point: str, value: Value, quality: Quality, source_time: float | None) -> None:
+        if point in self.rounds[-1]:
+            self.rounds.append({})
+            self.times.append({})
+        self.rounds[-1][point] = (value, quality)
+        if source_time is not None:
+            self.times[-1][point] = source_time
+
+    def last_valid(self, point: str, before: Value) -> Value:
+        """The point's latest value without IV in this turn; ``before`` (the one published earlier) if none."""
+        for values in reversed(self.rounds):
+            if point in values and not values[point][1] & Quality.IV:
+                return values[point][0]
+        return before
+
+    def publish(self, health: DeviceHealth) -> None:
+        """Every round as a good exchange (the device answered, whatever each value's quality)."""
+        for values, stamps in zip(self.rounds, self.times):
+            health.good(values, source_times=stamps)
+

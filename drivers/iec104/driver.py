@@ -41,7 +41,7 @@ from drivers.iec104.profile import Iec104Connection, Iec104Point, Iec104Profile
 from gateway.batching import TurnBatcher
 from gateway.aio import as_deferred
 from gateway.errors import DeviceError
-from gateway.health import DeviceHealth
+from gateway.health import DeviceHealth, TurnValues
 from gateway.iec104.types import COUNTERS, UNTAGGED
 from gateway.iec104.wiretime import WireClock
 from gateway.interfaces import IDriver, ISampleSink
@@ -262,19 +262,12 @@ class Iec104Driver:
         log.debug("%s: CA %d IOA %d %s not taken: %s", self.device.name, common_address, ioa, type_name, why)
 
     def _publish_turn(self, items: list[tuple[str, Value, int, float | None]]) -> None:
-        """A turn's values, one batch per round (a point twice in one turn starts the next round)."""
-        rounds: list[dict[str, tuple[Value, Quality]]] = [{}]
-        times: list[dict[str, float]] = [{}]
+        """A turn's values, one batch per round (``TurnValues``)."""
+        turn = TurnValues()
         for point, value, quality, source in items:
-            if point in rounds[-1]:
-                rounds.append({})
-                times.append({})
-            rounds[-1][point] = (value, Quality(quality))
+            turn.put(point, value, Quality(quality), source)
             self._commander.arrived(point, value, Quality(quality))
-            if source is not None:
-                times[-1][point] = source
-        for values, stamps in zip(rounds, times):
-            self.health.good(values, source_times=stamps)
+        turn.publish(self.health)
 
     def _address(self) -> str:
         return f"{self.connection.host}:{self.connection.port}"

@@ -30,7 +30,7 @@ from drivers.opcua.trust import UntrustedServer
 from gateway.aio import as_deferred
 from gateway.batching import TurnBatcher
 from gateway.errors import CommandFailed, CommandRejected, DeviceError
-from gateway.health import DeviceHealth
+from gateway.health import DeviceHealth, TurnValues
 from gateway.interfaces import IDriver, ISampleSink
 from gateway.metrics import Metrics
 from gateway.model import Command, CommandResult, Device, Quality, Value
@@ -193,29 +193,22 @@ class OpcUaDriver:
         keeping the last value; one batch per round (a point queued twice in one turn starts the
         next round, so none is lost). Source times are per value."""
         self._count["notifications"].inc(len(items))
-        rounds: list[dict[str, tuple[Value, Quality]]] = [{}]
-        times: list[dict[str, float]] = [{}]
+        turn = TurnValues()
         for point, reading in items:
-            if point in rounds[-1]:
-                rounds.append({})
-                times.append({})
-            if reading[3] is not None:
-                times[-1][point] = reading[3]
-            rounds[-1][point] = self._taken(point, reading, rounds)
-        for values, stamps in zip(rounds, times):  # the server answered: the session is good, whatever each status
-            self.health.good(values, source_times=stamps)
+            value, quality = self._taken(point, reading, turn)
+            turn.put(point, value, quality, reading[3])
+        turn.publish(self.health)
 
-    def _taken(self, point: str, reading: Reading, rounds: list[dict[str, tuple[Value, Quality]]]) \
-            -> tuple[Value, Quality]:
+    def _taken(self, point: str, reading: Reading, turn: TurnValues) -> tuple[Value, Quality]:
         """One value as the point's value and quality (see ``quality`` and ``codec.decoded``)."""
         status = reading[2]
         if keeps_last_value(status):
-            return self._last_in(rounds, point), quality_of(status)
+            return turn.last_valid(point, self.health.last(point)), quality_of(status)
         try:
             engineering = decoded(self._specs[point], reading)
         except BadValue as exc:
             self._reject(point, exc)
-            return self._last_in(rounds, point), Quality.IV
+            return turn.last_valid(point, self.health.last(point)), Quality.IV
         self._rejected.pop(point, None)
         return engineering, quality_of(status) if status else GOOD
 
@@ -227,13 +220,6 @@ class OpcUaDriver:
             self._rejected[point] = exc.reason
             node = self._session.watched[point].node.nodeid.to_string() if self._session else "?"
             log.warning("%s.%s: node %s sent %s; point IV, last value kept", self.device.name, point, node, exc)
-
-    def _last_in(self, rounds: list[dict[str, tuple[Value, Quality]]], point: str) -> Value:
-        """The point's last good value, counting the earlier rounds of this turn."""
-        for values in reversed(rounds):
-            if point in values and not values[point][1] & Quality.IV:
-                return values[point][0]
-        return self.health.last(point)
 
     def execute(self, command: Command) -> Deferred:
         """Write the node (a DataValue without timestamps, in its own type), read it back, compare."""
@@ -291,7 +277,7 @@ class OpcUaDriver:
         except (asyncio.TimeoutError, OSError, ua.UaError) as exc:
             raise CommandFailed(f"{command.device}.{command.point}: written, read-back of {node} failed: {exc!r}",
                                 True) from exc
-        engineering, quality = self._taken(spec.id, reading_of(value), [{}])
+        engineering, quality = self._taken(spec.id, reading_of(value), TurnValues())
         self.health.publish({spec.id: (engineering, quality)})
         check_readback(command, spec, None if quality & Quality.IV else engineering, quality)
         return CommandResult(command, engineering, self._reactor.seconds())

@@ -6,7 +6,7 @@ from typing import Sequence
 import pytest
 from twisted.internet.task import Clock
 
-from gateway.health import DeviceHealth
+from gateway.health import DeviceHealth, TurnValues
 from gateway.model import Quality, Sample
 from gateway.retry import Backoff
 from tests.sinks import RecordingSink
@@ -307,3 +307,20 @@ def test_recovery_before_offline_after_seconds_cancels_the_timer() -> None:
     assert clock.getDelayedCalls() == []
     clock.advance(10)
     assert not health.offline and sink.get("d._online").value is True
+
+
+def test_a_turn_with_a_point_twice_publishes_both_values_in_order_each_with_its_time() -> None:
+    """TurnValues: p twice in one turn makes two batches, none lost; the last valid value of the
+    turn counts before the one published earlier."""
+    health, sink, _ = _health()
+    health.good({"p": (1, GOOD)})
+    turn = TurnValues()
+    assert turn.last_valid("p", health.last("p")) == 1
+    turn.put("p", 2, GOOD, 10.0)
+    turn.put("q", 5, GOOD, None)
+    turn.put("p", 3, IV, 11.0)
+    assert turn.last_valid("p", health.last("p")) == 2
+    since = len(sink.history)
+    turn.publish(health)
+    assert [(s.point, s.value, s.quality, s.source_time) for s in sink.history[since:]] == [
+        ("d.p", 2, GOOD, 10.0), ("d.q", 5, GOOD, T0), ("d.p", 3, IV, 11.0)]
