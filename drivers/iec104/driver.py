@@ -11,7 +11,8 @@ own threads; each callback copies plain values and hands them to the reactor
   104 quality bits as they came (counters: IV, and CY as OV).
 * A point takes its configured type and that type's tagged or untagged twin: RTUs answer an
   interrogation untagged and send events tagged on the same IOA; c104 delivers the twin only
-  to ``on_unexpected_message`` (MISMATCHED_TYPE_ID), with its value, quality and time.
+  to ``on_unexpected_message`` (MISMATCHED_TYPE_ID), with its value, quality and time. Any other
+  type on a point's IOA makes the point IV with its last value (logged once per episode).
 * A double point keeps its state (0 intermediate, 1 off, 2 on, 3 faulty); an intermediate or
   faulty state is logged once per episode and counted in ``gridgate_iec104_double_transit_total``.
 * The link counts as up only when OPEN (c104 can sit connected in OPEN_MUTED: it often never sends
@@ -42,6 +43,7 @@ from gateway.batching import TurnBatcher
 from gateway.aio import as_deferred
 from gateway.errors import DeviceError
 from gateway.health import DeviceHealth, TurnValues
+from gateway.iec104.timers import Timers
 from gateway.iec104.types import COUNTERS, UNTAGGED
 from gateway.iec104.wiretime import WireClock
 from gateway.interfaces import IDriver, ISampleSink
@@ -104,7 +106,7 @@ class Iec104Driver:
             (p.common_address or self.connection.common_address, p.ioa): p for p in self.profile.points}
         self.health = DeviceHealth(device.name, [p.id for p in self.profile.points], sink, reactor, None,
                                    metrics=self._metrics, offline_after_s=self.connection.offline_after_s)
-        self.batcher: TurnBatcher[tuple[str, Value, int, float | None]] = TurnBatcher(self._publish_turn, reactor)
+        self.batcher: TurnBatcher[tuple[str, Value | None, int, float | None]] = TurnBatcher(self._publish_turn, reactor)
         self._client, self._link, stations = self._build_link()
         self._commander = Commander(self.profile, self.connection, stations, reactor)
         self._link.on_receive_raw(callable=self._commander.c104_raw)
@@ -115,6 +117,7 @@ class Iec104Driver:
         self._nudge: Any = None
         self._startdt_sent = False
         self._in_transit: set[str] = set()  # double points logged in an intermediate or faulty state
+        self._mistyped: set[str] = set()  # points logged as sent with a wrong type
         self._loops = [(LoopingCall(self._interrogate, what), every) for what, every in self._periods()]
         for loop, _ in self._loops:
             loop.clock = reactor
@@ -124,7 +127,7 @@ class Iec104Driver:
         client = c104.Client(tick_rate_ms=TICK_MS, command_timeout_ms=int(connection.command_timeout_s * 1000))
         init = c104.Init.ALL if connection.clock_sync == "on_connect" else c104.Init.INTERROGATION
         link = client.add_connection(ip=connection.host, port=connection.port, init=init)
-        _set_timers(link, connection)
+        apply_timers(link.protocol_parameters, connection.timers)
         link.on_state_change(callable=self._c104_state)
         link.on_unexpected_message(callable=self._c104_unexpected)
         stations: dict[int, c104.Station] = {}
@@ -226,10 +229,13 @@ class Iec104Driver:
     def _arrived(self, arrival: Arrival) -> None:
         common_address, ioa, type_name, value, quality, recorded_at = arrival
         point = self._points.get((common_address, ioa))
-        if point is None or type_name not in (point.type, TWINS.get(point.type)):
-            self._unexpected(common_address, ioa, type_name, "not in the profile" if point is None else
-                             f"type {type_name}, the profile says {point.type}")
+        if point is None:
+            self._unexpected(common_address, ioa, type_name, "not in the profile")
             return
+        if type_name not in (point.type, TWINS.get(point.type)):
+            self._wrong_type(point, type_name)
+            return
+        self._mistyped.discard(point.id)
         source = self._source_time(point, recorded_at)
         self._note_double(point, value)
         self.batcher.add((point.id, to_engineering(point, value), quality, source))
@@ -256,6 +262,18 @@ class Iec104Driver:
         else:
             self._in_transit.discard(point.id)
 
+    def _wrong_type(self, point: Iec104Point, type_name: str) -> None:
+        """A value of another type than the profile's on a point's IOA: its meaning is unknown (a
+        double point's state read as a single point's would be a wrong breaker position), so the
+        point goes IV with its last value, named once per episode."""
+        self._metrics.counter("gridgate_iec104_unexpected_total", "information objects not taken",
+                              device=self.device.name).inc()
+        if point.id not in self._mistyped:
+            self._mistyped.add(point.id)
+            log.warning("%s.%s: IOA %d sent as %s, the profile says %s; point IV, last value kept",
+                        self.device.name, point.id, point.ioa, type_name, point.type)
+        self.batcher.add((point.id, None, int(Quality.IV), None))
+
     def _unexpected(self, common_address: int, ioa: int, type_name: str, why: str) -> None:
         self._metrics.counter("gridgate_iec104_unexpected_total", "information objects not taken",
                               device=self.device.name).inc()
@@ -265,6 +283,9 @@ class Iec104Driver:
         """A turn's values, one batch per round (``TurnValues``)."""
         turn = TurnValues()
         for point, value, quality, source in items:
+            if value is None:  # a wrong type: the last valid value, IV
+                turn.put(point, turn.last_valid(point, self.health.last(point)), Quality(quality), source)
+                continue
             turn.put(point, value, Quality(quality), source)
             self._commander.arrived(point, value, Quality(quality))
         turn.publish(self.health)
@@ -328,9 +349,8 @@ def _reconnect(link: c104.Connection) -> None:
     link.connect()
 
 
-def _set_timers(link: c104.Connection, connection: Iec104Connection) -> None:
-    """k, w and t0..t3 from the site file; c104 takes whole seconds (at least 1)."""
-    timers, parameters = connection.timers, link.protocol_parameters
+def apply_timers(parameters: c104.ProtocolParameters, timers: Timers) -> None:
+    """k, w and t0..t3 from the site file into c104's client or server; c104 takes whole seconds (at least 1)."""
     parameters.send_window_size, parameters.receive_window_size = timers.k, timers.w
     parameters.connection_timeout, parameters.message_timeout = _seconds(timers.t0), _seconds(timers.t1)
     parameters.confirm_interval, parameters.keep_alive_interval = _seconds(timers.t2), _seconds(timers.t3)
