@@ -1,8 +1,10 @@
 """The IEC 104 master driver (c104's client) against the simulated station (c104's server, from
 the same profile) on 127.0.0.1: values from the GI after STARTDT and spontaneous ones with the
 station's time tags in its wire zone, a double point's intermediate state, link loss and
-recovery, a station absent at start."""
+recovery, a station absent at start, and the simulator's faults: a stall, wrong types, a missing
+ACT_TERM and a burst of 10,000 SOE."""
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -44,8 +46,9 @@ PROFILE = Iec104Profile(model="rtu-test", kind="rtu", protocol="iec104", points=
 ])
 WIRE_ZONE = "Asia/Shanghai"  # unlike the test process's zone (UTC in CI)
 # t1 short: a c104 server that has just started may drop the first STARTDT, and the client waits t1
-# before it connects again (its link sits in OPEN_MUTED meanwhile)
-FAST = Timers(t1=3.0, t2=1.0)
+# before it connects again (its link sits in OPEN_MUTED meanwhile); t3 short: a stalled station is
+# noticed by the test frame the master sends after t3 of silence, unanswered for t1
+FAST = Timers(t1=3.0, t2=1.0, t3=4.0)
 
 
 def device(port: int, **connection: Any) -> Device:
@@ -243,3 +246,85 @@ async def test_the_shipped_booster_rtu_is_served_and_read_whole(tmp_path: Path) 
     finally:
         await await_deferred(driver.stop())
         await await_deferred(simulator.stop())
+
+
+@on_asyncio
+async def test_a_stalled_station_is_dropped_at_t1_and_read_whole_after_it_recovers(
+        station: tuple[Iec104Simulator, int]) -> None:
+    """The station stops answering with TCP open (TESTFR neither): NT once the master's test frame
+    (after t3 of silence) went unanswered for t1, IV after offline_after_s; answering again, every
+    point good after the new GI."""
+    simulator, port = station
+    async with Watching(port) as watch:
+        await until(lambda: watch.quality(*ALL) == {Quality.GOOD}, 10, "every point good")
+        await await_deferred(simulator.fault("rtu1", "stall"))
+        stalled = time.monotonic()
+        await until(lambda: watch.quality(*ALL) == {Quality.NT}, FAST.t3 + FAST.t1 + 3, "NT once t3 + t1 ran out")
+        assert time.monotonic() - stalled >= FAST.t1  # not at once: TCP stayed open
+        await until(lambda: watch.quality(*ALL) == {Quality.NT | Quality.IV}, 5, "IV when offline")
+        await await_deferred(simulator.fault("rtu1", "healthy"))
+        await until(lambda: watch.quality(*ALL) == {Quality.GOOD}, 15, "good again")
+
+
+@on_asyncio
+async def test_a_value_of_the_wrong_type_makes_the_point_iv_with_its_last_value(
+        station: tuple[Iec104Simulator, int], caplog: pytest.LogCaptureFixture) -> None:
+    """The station sends its single point as a double point (same octets, other meaning): the point
+    is IV with its last value, named once in the log and counted; the right type again: good."""
+    simulator, port = station
+    async with Watching(port) as watch:
+        await until(lambda: watch.quality(*ALL) == {Quality.GOOD}, 10, "every point good")
+        await await_deferred(simulator.fault("rtu1", "wrong_types"))
+        simulator.set_value("rtu1", "cb_closed", False)
+        await until(lambda: watch.quality("cb_closed") == {Quality.IV}, 5, "IV")
+        assert watch.sample("cb_closed").value is True
+        simulator.set_value("rtu1", "cb_closed", True)
+        await until(lambda: watch.metrics.counter("gridgate_iec104_unexpected_total", "", device="rtu1").value >= 2,
+                    5, "both counted")
+        named = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rtu1.cb_closed: IOA 1")]
+        assert named == ["rtu1.cb_closed: IOA 1 sent as M_DP_TB_1, the profile says M_SP_TB_1; point IV, last value kept"]
+        await await_deferred(simulator.fault("rtu1", "healthy"))
+        simulator.set_value("rtu1", "cb_closed", False)
+        await until(lambda: watch.quality("cb_closed") == {Quality.GOOD} and watch.sample("cb_closed").value is False,
+                    5, "good again")
+
+
+@on_asyncio
+async def test_an_execute_without_act_term_fails_written_and_the_link_stays_up(
+        station: tuple[Iec104Simulator, int]) -> None:
+    """The station confirms the breaker command but leaves its ACT_TERM out: the command fails as
+    written, outcome unknown; the link (renumbered around the missing frame) carries on."""
+    simulator, port = station
+    async with Watching(port) as watch:
+        await until(lambda: watch.quality(*ALL) == {Quality.GOOD}, 10, "every point good")
+        await await_deferred(simulator.fault("rtu1", "no_act_term"))
+        since = len(watch.sink.history)
+        with pytest.raises(CommandFailed, match="execute confirmed, no activation termination") as failed:
+            await await_deferred(watch.driver.execute(Command("rtu1", "cb_state", 1, time.time() + 5)))
+        assert failed.value.written is True and simulator.value("rtu1", "cb_state") == 1
+        await asyncio.sleep(FAST.t1 + 1)  # the station's t1 (the same timers) for the frame left out: acknowledged
+        await await_deferred(simulator.fault("rtu1", "healthy"))
+        result = await await_deferred(watch.driver.execute(Command("rtu1", "cb_state", 2, time.time() + 5)))
+        assert result.readback == 2
+        before = watch.sample("p_line").value
+        await until(lambda: watch.sample("p_line").value > before, 5, "spontaneous values still arrive")
+        assert not [s for s in watch.sink.history[since:] if s.quality & Quality.NT], "the link broke"
+
+
+@on_asyncio
+async def test_a_burst_of_10000_soe_arrives_complete_in_order_with_its_time_tags(
+        station: tuple[Iec104Simulator, int]) -> None:
+    """10,000 SOE on the station's single point, 1 ms apart: every one reaches the driver, in order,
+    each with its own time tag (c104's queue of 100 ASDUs would have overwritten most unpaced)."""
+    simulator, port = station
+    async with Watching(port) as watch:
+        await until(lambda: watch.quality(*ALL) == {Quality.GOOD}, 10, "every point good")
+        seen = len(watch.sink.samples_of("rtu1.cb_closed"))
+        start = time.time()
+        sent = await await_deferred(simulator.fault("rtu1", "burst", count=10_000, step_ms=1).addTimeout(60, reactor))
+        assert sent == 10_000
+        await until(lambda: len(watch.sink.samples_of("rtu1.cb_closed")) >= seen + 10_000, 30, "all 10,000")
+        burst = watch.sink.samples_of("rtu1.cb_closed")[seen:seen + 10_000]
+        assert [s.value for s in burst] == [n % 2 == 1 for n in range(10_000)]  # True toggled first
+        assert all(abs(s.source_time - (start + n * 0.001)) < 0.05 for n, s in enumerate(burst))
+        assert all(s.quality == Quality.GOOD for s in burst)

@@ -9,15 +9,20 @@ send the untagged twin, which the master driver takes either way). Limitation of
 its ``BinaryCounterInfo`` cannot be built from Python, so counters' time tags are c104's own
 (the process clock, written as UTC fields).
 
-Faults on demand (``fault``), for a device's whole server:
+Each server sits behind a ``FaultGate`` (a relay on the connection's address; c104 listens on a
+loopback port of its own), which does what c104's server cannot be told to do. Faults on demand
+(``fault``), for a device's whole server:
 
-* ``drop``: the server closes every connection and listens again after ``down_s`` (default 1.0);
-* ``negative``: every command is refused (negative ACT_CON) until ``healthy``;
-* ``healthy``: commands are taken again.
-
-What c104's server cannot be made to do (stop answering with TCP open, an execute confirmed
-without ACT_TERM, a wrong type on an IOA, 10,000 events at once without its queue dropping
-some) is done by the scripted raw-socket station of the tests (``tests/iec104_rtu.py``).
+* ``drop``: every connection closed, nothing listening for ``down_s`` (default 1.0);
+* ``stall``: nothing answered any more, TCP kept open (TESTFR neither): a hung RTU;
+* ``negative``: every command refused (negative ACT_CON);
+* ``no_act_term``: commands confirmed, their ACT_TERM left out;
+* ``wrong_types``: monitored values sent with another type of the same layout (M_SP as M_DP...);
+* ``burst``: ``count`` SOE (default 10,000) on the station's single or double points, time tags
+  ``step_ms`` apart (default 1), sent as fast as the master takes them, none lost (c104's queue
+  holds 100 ASDUs and overwrites the oldest: the burst is paced by what the gate has passed on);
+  fires once every event has left;
+* ``healthy``: every fault above but ``burst`` ended.
 """
 
 import logging
@@ -26,12 +31,14 @@ from typing import Any, Sequence
 import c104
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.task import deferLater
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
 from drivers.iec104.codec import NORMALIZED_MAX, scaled, to_engineering, to_raw
+from drivers.iec104.driver import apply_timers
 from drivers.iec104.profile import Iec104Connection, Iec104Point, Iec104Profile
+from drivers.iec104.sim.burst import SoeBurst, burst_points
+from drivers.iec104.sim.faultgate import FaultGate, free_loopback_port
 from gateway.iec104.types import COUNTERS, TIME_TAGGED
 from gateway.iec104.wiretime import WireClock
 from gateway.interfaces import ISimulator
@@ -40,7 +47,8 @@ from gateway.simulation.simvalues import ValueEngine
 
 log = logging.getLogger(__name__)
 
-FAULT_KINDS = ("drop", "negative", "healthy")
+FAULT_KINDS = ("drop", "stall", "negative", "no_act_term", "wrong_types", "burst", "healthy")
+BURST_IN_FLIGHT = 80  # spontaneous objects queued in c104 and not yet passed on (its queue: 100 ASDUs)
 
 INFO = {"M_SP": lambda v, at: c104.SingleInfo(on=v, recorded_at=at),
         "M_DP": lambda v, at: c104.DoubleInfo(state=v, recorded_at=at),
@@ -142,23 +150,28 @@ class Iec104Simulator:
     def __init__(self, devices: Sequence[Device], reactor: Any, period_s: float = 0.5, seed: int = 0) -> None:
         self._reactor = reactor
         self._servers: dict[tuple[str, int], c104.Server] = {}
+        self._gates: dict[tuple[str, int], FaultGate] = {}
         self._stations: dict[str, SimulatedStation] = {}
-        self._server_of: dict[str, c104.Server] = {}
+        self._address_of: dict[str, tuple[str, int]] = {}
         for device in devices:
             connection: Iec104Connection = device.connection  # type: ignore[assignment]
             key = (connection.host, connection.port)
             if key not in self._servers:
-                self._servers[key] = c104.Server(ip=connection.host, port=connection.port, tick_rate_ms=50,
-                                                 max_connections=4)
+                inner_port = free_loopback_port()
+                self._servers[key] = c104.Server(ip="127.0.0.1", port=inner_port, tick_rate_ms=50, max_connections=4)
+                apply_timers(self._servers[key].protocol_parameters, connection.timers)
+                self._gates[key] = FaultGate(reactor, connection.host, connection.port, inner_port)
+                self._gates[key].on_passed = self._pump_bursts
             server = self._servers[key]
             station = server.get_station(common_address=connection.common_address) or \
                 server.add_station(common_address=connection.common_address)
             self._stations[device.name] = SimulatedStation(device, station, seed, self._c104_command)
-            self._server_of[device.name] = server
+            self._address_of[device.name] = key
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = reactor
         self._period_s = period_s
-        self._refusing: set[int] = set()  # id() of the servers refusing commands
+        self._refusing: set[tuple[str, int]] = set()  # servers refusing commands
+        self._bursts: list[SoeBurst] = []
 
     def start(self) -> Deferred:
         """Serve the first values, listen, tick."""
@@ -170,14 +183,17 @@ class Iec104Simulator:
         return d
 
     def _listening(self) -> None:
-        for host, port in self._servers:
-            log.info("IEC 104 simulator listening at %s:%d", host, port)
+        for gate in self._gates.values():
+            gate.listen()
+            log.info("IEC 104 simulator listening at %s:%d", gate.host, gate.port)
         self._ticker.start(self._period_s, now=False)
 
     def stop(self) -> Deferred:
-        """Stop ticking and close every server (in threads: c104 blocks while it stops)."""
+        """Stop ticking, close the gates and every server (in threads: c104 blocks while it stops)."""
         if self._ticker.running:
             self._ticker.stop()
+        for gate in self._gates.values():
+            gate.close()
         calls = [threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), s.stop)
                  for s in self._servers.values()]
         return DeferredList(calls, consumeErrors=True)
@@ -188,21 +204,29 @@ class Iec104Simulator:
             changed = station.serve(station.engine.step(now), now)
             if transmit and changed:
                 self._transmit(name, changed)
+        self._pump_bursts()
 
     def _transmit(self, device: str, points: list[c104.Point]) -> None:
         """Changed points go out spontaneously, one batch per type (a c104 batch holds one type)."""
-        server = self._server_of[device]
         by_type: dict[str, list[c104.Point]] = {}
         for point in points:
             by_type.setdefault(point.type.name, []).append(point)
         for batch in by_type.values():
-            server.transmit_batch(c104.Batch(cause=c104.Cot.SPONTANEOUS, points=batch))
+            self._spontaneous(self._address_of[device], batch)
+
+    def _spontaneous(self, address: tuple[str, int], points: list[c104.Point]) -> bool:
+        """One batch of one type sent spontaneously; False when c104 had no master to send it to."""
+        sent = bool(self._servers[address].transmit_batch(c104.Batch(cause=c104.Cot.SPONTANEOUS, points=points)))
+        if sent:
+            self._gates[address].enqueued(len(points))
+        return sent
 
     def _c104_command(self, point: c104.Point, previous_info: c104.Information,
                       message: c104.IncomingMessage) -> c104.ResponseState:
         """c104's thread: an executed command; the commanded point takes its value on the reactor
         (unless the ``negative`` fault refuses it)."""
-        if id(point.station.server) in self._refusing:
+        server = point.station.server
+        if any(self._servers[address] is server for address in self._refusing):
             return c104.ResponseState.FAILURE
         self._reactor.callFromThread(self._commanded, message.common_address, point.io_address, point.value)
         return c104.ResponseState.SUCCESS
@@ -217,20 +241,42 @@ class Iec104Simulator:
     def fault(self, device: str, kind: str, **options: Any) -> Deferred:
         """Make the device's server misbehave (module docstring); fires once in effect.
         ValueError for an unknown kind; KeyError for a device not simulated here."""
-        server = self._server_of[device]
+        address = self._address_of[device]
+        gate = self._gates[address]
         if kind == "drop":
-            return self._drop(server, float(options.get("down_s", 1.0)))
-        if kind in ("negative", "healthy"):
-            (self._refusing.add if kind == "negative" else self._refusing.discard)(id(server))
-            return succeed(None)
-        raise ValueError(f"unknown fault {kind!r}; kinds: {', '.join(FAULT_KINDS)}")
+            return gate.drop(float(options.get("down_s", 1.0)))
+        if kind == "burst":
+            return self._burst(device, int(options.get("count", 10_000)), float(options.get("step_ms", 1.0)) / 1000)
+        if kind == "healthy":
+            self._refusing.discard(address)
+            gate.stall(False)
+            gate.faults.wrong_types = gate.faults.no_act_term = False
+        elif kind == "negative":
+            self._refusing.add(address)
+        elif kind == "stall":
+            gate.stall(True)
+        elif kind in ("wrong_types", "no_act_term"):
+            setattr(gate.faults, kind, True)
+        else:
+            raise ValueError(f"unknown fault {kind!r}; kinds: {', '.join(FAULT_KINDS)}")
+        return succeed(None)
 
-    def _drop(self, server: c104.Server, down_s: float) -> Deferred:
-        pool = self._reactor.getThreadPool()
-        d = threads.deferToThreadPool(self._reactor, pool, server.stop)
-        d.addCallback(lambda _: deferLater(self._reactor, down_s, lambda: None))
-        d.addCallback(lambda _: threads.deferToThreadPool(self._reactor, pool, server.start))
-        return d
+    def _burst(self, device: str, count: int, step_s: float) -> Deferred:
+        station, address = self._stations[device], self._address_of[device]
+        points = burst_points([(spec, station.points[spec.id]) for spec in station.profile.points])
+        burst = SoeBurst(points, station.served, station.engine.set, station.clock,
+                         lambda batch: self._spontaneous(address, batch), self._gates[address], BURST_IN_FLIGHT)
+        self._bursts.append(burst)
+
+        def finished(sent: int) -> int:
+            self._bursts.remove(burst)
+            log.info("simulated %s: burst of %d SOE sent", device, sent)
+            return sent
+        return burst.start(count, self._reactor.seconds(), step_s).addCallback(finished)
+
+    def _pump_bursts(self) -> None:
+        for burst in list(self._bursts):
+            burst.pump()
 
     def value(self, device: str, point: str) -> Value:
         """The engineering value the station serves now."""
