@@ -1,0 +1,234 @@
+"""Simulated framed-serial devices from the same profiles: on a serial port (the far end of a pty
+pair, as ``socat`` or ``gateway.simulation.ptypair`` makes) or listening on TCP like a serial
+server; devices with the same port or address share it, as drops of one RS-485 line.
+
+A request is recognised by its octets (the frame the driver would send for that device and
+message) and answered with the message's payload built by the profile's fields (``fields``), the
+match octets written in, framed by ``framing.build``; a streamed message goes out every
+``period_s`` by itself. Values come from the shared value engine.
+
+Faults on demand (``fault``), per device: ``bad_checksum`` (answers with the checksum broken),
+``truncated`` (answers cut in half), ``garbage`` (random octets before each answer, some with
+the start octets), ``silence`` (no answer, nothing streamed), ``healthy``.
+"""
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from zope.interface import implementer
+
+from drivers.serial_framed.driver import request_frame
+from drivers.serial_framed.fields import MessageLayout
+from drivers.serial_framed.framing import FrameFormat, build
+from drivers.serial_framed.profile import FramedConnection, FramedProfile, MessageSpec, octets, text_octets
+from gateway.interfaces import ISimulator
+from gateway.model import Device, Value
+from gateway.simulation.simvalues import ValueEngine
+
+log = logging.getLogger(__name__)
+
+FAULT_KINDS = ("bad_checksum", "truncated", "garbage", "silence", "healthy")
+
+
+@dataclass
+class SimulatedFramedDevice:
+    """One device: its values, its messages' layouts and the requests it answers."""
+
+    device: Device
+    engine: ValueEngine
+    fmt: FrameFormat
+    fault: str = "healthy"
+    layouts: dict[str, MessageLayout] = field(default_factory=dict)
+    served: dict[str, Value] = field(default_factory=dict)
+
+    @property
+    def profile(self) -> FramedProfile:
+        return self.device.profile  # type: ignore[return-value]
+
+    @property
+    def address(self) -> int:
+        return self.device.connection.address  # type: ignore[attr-defined]
+
+    def requests(self) -> dict[bytes, MessageSpec]:
+        """The frames this device answers, by their octets."""
+        return {request_frame(self.fmt, m, self.address): m for m in self.profile.messages if m.request is not None}
+
+    def reply(self, message: MessageSpec) -> bytes:
+        """The message's frame with the values served now."""
+        layout = self.layouts.setdefault(message.name, self.profile.layout(message.name))
+        values = {p.id: self.served[p.id] for p in self.profile.points if p.message == message.name}
+        payload = bytearray(layout.payload(values, self._size(layout, message)))
+        if message.match is not None:
+            text = message.match.value.format(address=self.address)
+            marker = octets(text) if self.fmt.encoding in ("binary", "ascii_hex") else text_octets(text)
+            payload[message.match.at:message.match.at + len(marker)] = marker
+        return build(self.fmt, bytes(payload))
+
+    def _size(self, layout: MessageLayout, message: MessageSpec) -> int:
+        length = self.fmt.length
+        header = length.offset + length.size - len(self.fmt.start) if length and self.fmt.encoding == "binary" else 0
+        match_end = message.match.at + len(message.match.value.replace(" ", "")) // 2 if message.match else 0
+        return max(layout.length, header, match_end)
+
+
+class _Line(Protocol):
+    """One serial port or TCP connection of an endpoint."""
+
+    def __init__(self, endpoint: "Endpoint") -> None:
+        self.endpoint = endpoint
+        self._buffer = b""
+
+    def connectionMade(self) -> None:
+        self.endpoint.lines.append(self)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self in self.endpoint.lines:
+            self.endpoint.lines.remove(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer = (self._buffer + data)[-8192:]
+        while True:
+            found = self.endpoint.find_request(self._buffer)
+            if found is None:
+                return
+            end, device, message = found
+            self._buffer = self._buffer[end:]
+            self.endpoint.answer(self.transport, device, message)
+
+
+class Endpoint:
+    """A serial port or TCP address, and the devices answering on it."""
+
+    def __init__(self, connection: FramedConnection, reactor: Any, rng: random.Random) -> None:
+        self.connection = connection
+        self.devices: list[SimulatedFramedDevice] = []
+        self.lines: list[_Line] = []
+        self._reactor, self._rng = reactor, rng
+        self._listening: Any = None
+        self._requests: dict[bytes, tuple[SimulatedFramedDevice, MessageSpec]] = {}
+
+    def add(self, device: SimulatedFramedDevice) -> None:
+        self.devices.append(device)
+        for octets_, message in device.requests().items():
+            self._requests[octets_] = (device, message)
+
+    def find_request(self, buffer: bytes) -> tuple[int, SimulatedFramedDevice, MessageSpec] | None:
+        """The earliest complete request in ``buffer``: where it ends, whose it is."""
+        best: tuple[int, SimulatedFramedDevice, MessageSpec] | None = None
+        for request, (device, message) in self._requests.items():
+            at = buffer.find(request)
+            if at >= 0 and (best is None or at + len(request) < best[0]):
+                best = (at + len(request), device, message)
+        return best
+
+    def answer(self, transport: Any, device: SimulatedFramedDevice, message: MessageSpec) -> None:
+        if device.fault == "silence":
+            return
+        transport.write(self.faulty(device, device.reply(message)))
+
+    def faulty(self, device: SimulatedFramedDevice, frame: bytes) -> bytes:
+        """The frame as the device's fault has it."""
+        if device.fault == "bad_checksum":
+            return frame[:-1 - len(device.fmt.end)] + bytes([frame[-1 - len(device.fmt.end)] ^ 0x5A]) + device.fmt.end
+        if device.fault == "truncated":
+            return frame[:len(frame) // 2]
+        if device.fault == "garbage":
+            noise = bytes(self._rng.randrange(256) for _ in range(self._rng.randrange(1, 24)))
+            return noise + device.fmt.start + noise[:3] + frame
+        return frame
+
+    def stream(self) -> None:
+        """Every streamed message of every device, to every line."""
+        for device in self.devices:
+            if device.fault == "silence":
+                continue
+            for message in device.profile.messages:
+                if message.request is None:
+                    frame = self.faulty(device, device.reply(message))
+                    for line in self.lines:
+                        line.transport.write(frame)
+
+    def open(self) -> None:
+        if self.connection.serial is not None:
+            from twisted.internet.serialport import SerialPort
+            SerialPort(_Line(self), self.connection.serial, self._reactor, baudrate=self.connection.baudrate)
+        else:
+            factory = Factory.forProtocol(lambda: _Line(self))
+            self._listening = self._reactor.listenTCP(self.connection.port, factory, interface=self.connection.host)
+
+    def close(self) -> None:
+        if self._listening is not None:
+            self._listening.stopListening()
+        for line in list(self.lines):
+            line.transport.loseConnection()
+
+
+@implementer(ISimulator)
+class FramedSimulator:
+    """Every framed-serial device of a site, on the port or address its connection names."""
+
+    def __init__(self, devices: Sequence[Device], reactor: Any, period_s: float = 0.5, seed: int = 0) -> None:
+        self._reactor = reactor
+        rng = random.Random(seed)
+        self._endpoints: dict[tuple, Endpoint] = {}
+        self._devices: dict[str, SimulatedFramedDevice] = {}
+        for device in devices:
+            connection: FramedConnection = device.connection  # type: ignore[assignment]
+            profile: FramedProfile = device.profile  # type: ignore[assignment]
+            endpoint = self._endpoints.setdefault(connection.bus, Endpoint(connection, reactor, rng))
+            simulated = SimulatedFramedDevice(device, ValueEngine(profile, seed), profile.framing.frame_format())
+            endpoint.add(simulated)
+            self._devices[device.name] = simulated
+        self._ticker = LoopingCall(self._tick)
+        self._ticker.clock = reactor
+        self._period_s = period_s
+
+    def start(self) -> Deferred:
+        """Serve the first values, open every port and listener, tick."""
+        self._step()
+        for endpoint in self._endpoints.values():
+            endpoint.open()
+        self._ticker.start(self._period_s, now=False)
+        return succeed(None)
+
+    def stop(self) -> Deferred:
+        """Stop ticking, close every port and listener."""
+        if self._ticker.running:
+            self._ticker.stop()
+        for endpoint in self._endpoints.values():
+            endpoint.close()
+        return succeed(None)
+
+    def _step(self) -> None:
+        now = self._reactor.seconds()
+        for simulated in self._devices.values():
+            simulated.served.update(simulated.engine.step(now))
+
+    def _tick(self) -> None:
+        self._step()
+        for endpoint in self._endpoints.values():
+            endpoint.stream()
+
+    def fault(self, device: str, kind: str, **options: Any) -> Deferred:
+        """Make a device misbehave (module docstring); ValueError for an unknown kind."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; kinds: {', '.join(FAULT_KINDS)}")
+        self._devices[device].fault = kind
+        return succeed(None)
+
+    def value(self, device: str, point: str) -> Value:
+        """The engineering value served now."""
+        return self._devices[device].served[point]
+
+    def set_value(self, device: str, point: str, value: Value) -> None:
+        """Serve ``value`` from now on; ValueError when the point's field cannot carry it."""
+        simulated = self._devices[device]
+        spec = simulated.profile.point(point)
+        simulated.profile.layout(spec.message).payload({point: value})  # raises when it does not fit
+        simulated.engine.set(point, value)
+        simulated.served[point] = value

@@ -1,0 +1,187 @@
+"""The framed-serial driver against its simulator, both built from the same profiles: over a socat
+pseudo-terminal pair (two addresses sharing the line) and over TCP (a serial server), a binary
+CRC-framed protocol and a YD/T 1363.3 ASCII-hex one; garbage between frames, broken checksums,
+truncated answers and silence."""
+
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import pytest
+import pytest_twisted
+import yaml
+from twisted.internet import reactor
+
+from drivers.serial_framed import DRIVER
+from drivers.serial_framed.profile import FramedConnection, FramedProfile
+from drivers.serial_framed.sim.server import FramedSimulator
+from gateway.aio import await_deferred
+from gateway.metrics import Metrics
+from gateway.model import Device, Quality
+from tests.aio import on_asyncio, until
+from tests.devices import socat_cable
+from tests.ports import next_ports
+from tests.sinks import RecordingSink
+
+pytestmark = pytest.mark.integration
+
+BINARY = FramedProfile.model_validate(yaml.safe_load("""
+model: T-DTS
+kind: sensor
+protocol: serial_framed
+framing:   # AA 55 | ADDR CMD LEN(2, data octets) | DATA | CRC-16/MODBUS (low octet first) over ADDR..DATA
+  encoding: binary
+  start: "AA 55"
+  length: {offset: 4, size: 2, adjust: 8}
+  checksum: {algorithm: crc16_modbus, start: 2, byteorder: little}
+  max_length: 512
+messages:
+  - {name: zones, request: "{address:02X} 21 00 00", match: {at: 0, value: "{address:02X} A1"}}
+points:
+  - {id: z1_tmax, message: zones, at: 4, type: i16, scale: 0.1, unit: "°C", sim: {value: 31.5}}
+  - {id: z1_pre_alarm, message: zones, at: 6, type: u8, bit: 0}
+  - {id: z1_alarm, message: zones, at: 6, type: u8, bit: 1}
+  - {id: break_m, message: zones, at: 7, type: u16, invalid: [65535], sim: {value: 65535}}
+  - {id: laser_t, message: zones, at: 9, type: f32, order: DCBA, sim: {value: 41.25}}
+  - {id: state, message: zones, at: 13, type: u8, enum: {0: normal, 1: fault}}
+"""))
+
+YDT = FramedProfile.model_validate(yaml.safe_load("""
+model: T-CABINET
+kind: bms
+protocol: serial_framed
+framing: {encoding: ascii_hex, start: "~", end: "\\\\r", checksum: {algorithm: ydt1363}}
+messages:   # VER ADR CID1 CID2 | INFO; the reply's CID2 is RTN 00
+  - {name: analog, request: "20 {address:02X} 46 42 01", match: {at: 0, value: "20 {address:02X} 46 00"}}
+points:
+  - {id: cell_max_mv, message: analog, at: 4, type: u16, sim: {value: 3350}}
+  - {id: cabinet_t, message: analog, at: 6, type: i16, scale: 0.1, sim: {value: 27.4}}
+  - {id: smoke, message: analog, at: 8, type: u8, bit: 0}
+"""))
+
+
+def device(name: str, profile: FramedProfile, **connection: Any) -> Device:
+    settings = {"poll_s": 0.2, "timeout_s": 0.3, "retries": 0, "offline_after": 2} | connection
+    return Device(name, profile, Path(f"{name}.yaml"), FramedConnection(**settings), {})
+
+
+class Gateway:
+    """The plugin's drivers for some devices, publishing into a recording table."""
+
+    def __init__(self, devices: list[Device]) -> None:
+        self.sink, self.metrics = RecordingSink(), Metrics()
+        self.drivers = DRIVER.build(devices, self.sink, reactor, self.metrics)
+
+    def value(self, point: str) -> Any:
+        sample = self.sink.get(point)
+        return None if sample is None else sample.value
+
+    def quality(self, *points: str) -> set[Any]:
+        return {s.quality if (s := self.sink.get(p)) is not None else None for p in points}
+
+    def counter(self, key: str) -> float:
+        return self.metrics.total(f"gridgate_framed_{key}_total")
+
+    async def __aenter__(self) -> "Gateway":
+        for driver in self.drivers:
+            await await_deferred(driver.start())
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        for driver in self.drivers:
+            await await_deferred(driver.stop())
+
+
+@pytest.fixture
+def cable(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    yield from socat_cable(tmp_path)
+
+
+@pytest_twisted.async_yield_fixture
+async def shared_line(cable: tuple[str, str]) -> AsyncIterator[FramedSimulator]:
+    """Two DTS units, addresses 1 and 2, on the far end of one pty pair."""
+    simulator = FramedSimulator([device("dts1", BINARY, serial=cable[1], address=1),
+                                 device("dts2", BINARY, serial=cable[1], address=2)], reactor, period_s=0.1)
+    await await_deferred(simulator.start())
+    try:
+        yield simulator
+    finally:
+        await await_deferred(simulator.stop())
+
+
+FIELDS = ["z1_tmax", "z1_pre_alarm", "z1_alarm", "laser_t", "state"]
+
+
+@on_asyncio
+async def test_two_addresses_share_a_serial_line_and_every_field_type_arrives(
+        shared_line: FramedSimulator, cable: tuple[str, str]) -> None:
+    simulator = shared_line
+    simulator.set_value("dts2", "z1_tmax", 55.5)
+    simulator.set_value("dts2", "z1_alarm", True)
+    simulator.set_value("dts2", "state", "fault")
+    devices = [device("dts1", BINARY, serial=cable[0], address=1), device("dts2", BINARY, serial=cable[0], address=2)]
+    async with Gateway(devices) as gateway:
+        points = [f"{d}.{p}" for d in ("dts1", "dts2") for p in FIELDS]
+        await until(lambda: gateway.quality(*points) == {Quality.GOOD}, 10, "every point good")
+        assert [gateway.value(f"dts1.{p}") for p in FIELDS] == [31.5, False, False, 41.25, "normal"]
+        assert [gateway.value(f"dts2.{p}") for p in FIELDS] == [55.5, False, True, 41.25, "fault"]
+        assert gateway.quality("dts1.break_m") == {Quality.IV}  # 65535: no break position
+        simulator.set_value("dts1", "break_m", 1234)
+        await until(lambda: gateway.value("dts1.break_m") == 1234, 5, "a break position arrives")
+
+
+@on_asyncio
+async def test_garbage_between_frames_is_skipped_and_no_wrong_value_is_published(
+        shared_line: FramedSimulator, cable: tuple[str, str]) -> None:
+    simulator = shared_line
+    async with Gateway([device("dts1", BINARY, serial=cable[0], address=1)]) as gateway:
+        await until(lambda: gateway.quality("dts1.z1_tmax") == {Quality.GOOD}, 10, "good")
+        await await_deferred(simulator.fault("dts1", "garbage"))
+        await until(lambda: gateway.counter("garbage_octets") > 500, 15, "garbage seen")
+        good = [s for s in gateway.sink.samples_of("dts1.z1_tmax") if s.quality == Quality.GOOD]
+        assert len(good) > 10 and {s.value for s in good} == {31.5}
+        assert {s.value for s in gateway.sink.samples_of("dts1.laser_t") if s.quality == Quality.GOOD} == {41.25}
+
+
+@on_asyncio
+async def test_bad_checksums_and_truncated_answers_are_counted_never_decoded(
+        shared_line: FramedSimulator, cable: tuple[str, str]) -> None:
+    simulator = shared_line
+    async with Gateway([device("dts1", BINARY, serial=cable[0], address=1)]) as gateway:
+        await until(lambda: gateway.quality("dts1.z1_tmax") == {Quality.GOOD}, 10, "good")
+        for fault, counter in (("bad_checksum", "bad_checksum"), ("truncated", "truncated")):
+            await await_deferred(simulator.fault("dts1", fault))
+            await until(lambda: gateway.counter(counter) >= 2, 5, f"{fault} counted")
+            await until(lambda: gateway.quality("dts1.z1_tmax") == {Quality.NT | Quality.IV}, 5, "IV when offline")
+            await await_deferred(simulator.fault("dts1", "healthy"))
+            await until(lambda: gateway.quality("dts1.z1_tmax") == {Quality.GOOD}, 10, f"good after {fault}")
+        assert {s.value for s in gateway.sink.samples_of("dts1.z1_tmax")} == {31.5}
+
+
+@on_asyncio
+async def test_a_silent_device_goes_nt_then_iv_and_recovers(shared_line: FramedSimulator,
+                                                            cable: tuple[str, str]) -> None:
+    simulator = shared_line
+    async with Gateway([device("dts1", BINARY, serial=cable[0], address=1)]) as gateway:
+        await until(lambda: gateway.quality("dts1.z1_tmax") == {Quality.GOOD}, 10, "good")
+        await await_deferred(simulator.fault("dts1", "silence"))
+        await until(lambda: gateway.quality("dts1.z1_tmax") == {Quality.NT}, 5, "NT")
+        await until(lambda: gateway.quality("dts1.z1_tmax") == {Quality.NT | Quality.IV}, 5, "IV")
+        assert gateway.value("dts1._online") is False
+        await await_deferred(simulator.fault("dts1", "healthy"))
+        await until(lambda: gateway.quality("dts1.z1_tmax") == {Quality.GOOD}, 10, "good again")
+
+
+@on_asyncio
+async def test_a_ydt1363_cabinet_over_a_tcp_serial_server() -> None:
+    [port] = next_ports(1)
+    simulator = FramedSimulator([device("cab", YDT, host="127.0.0.1", port=port, address=3)], reactor)
+    await await_deferred(simulator.start())
+    try:
+        async with Gateway([device("cab", YDT, host="127.0.0.1", port=port, address=3)]) as gateway:
+            points = ["cab.cell_max_mv", "cab.cabinet_t", "cab.smoke"]
+            await until(lambda: gateway.quality(*points) == {Quality.GOOD}, 10, "every point good")
+            assert [gateway.value(p) for p in points] == [3350, pytest.approx(27.4), False]
+            simulator.set_value("cab", "smoke", True)
+            await until(lambda: gateway.value("cab.smoke") is True, 5, "smoke alarm arrives")
+    finally:
+        await await_deferred(simulator.stop())
