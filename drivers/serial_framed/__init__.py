@@ -43,6 +43,8 @@ class FramedPlugin:
             return [(("framing",), str(exc))]
         problems: list[Problem] = []
         for index, point in enumerate(profile.points):
+            if point.at is None:
+                continue
             end = point.at + point.field(profile.order).size
             if end > fmt.max_length:
                 problems.append((("points", index, "at"), f"field ends at octet {end}, beyond max_length "

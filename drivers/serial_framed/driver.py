@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
+from drivers.serial_framed.fbg import grating_values
 from drivers.serial_framed.fields import MessageLayout, PayloadError
 from drivers.serial_framed.framing import Frame, FrameFormat, build
 from drivers.serial_framed.link import FramedLink
@@ -80,6 +81,9 @@ class FramedPoller:
         self._reactor = reactor
         address = self.connection.address
         self._layouts: dict[str, MessageLayout] = {m.name: self.profile.layout(m.name) for m in self.profile.messages}
+        self._gratings = {m.name: self.profile.gratings(m.name) for m in self.profile.messages}
+        self._metrics = metrics
+        self._unmatched: dict[str, str] = {}  # fbg points IV now, with the reason logged
         self._polled = [(m, request_frame(fmt, m, address), matcher(fmt, m, address))
                         for m in self.profile.messages if m.request is not None]
         self.streamed = [(m, matcher(fmt, m, address)) for m in self.profile.messages if m.request is None]
@@ -146,11 +150,30 @@ class FramedPoller:
         raise AssertionError("unreachable")
 
     def decoded(self, message: str, frame: Frame) -> dict[str, tuple[Value, Quality]]:
-        """The message's point values from a frame; DeviceGarbage for a payload too short."""
+        """The message's point values from a frame (fields, then FBG gratings); DeviceGarbage for
+        a payload too short."""
         try:
-            return self._layouts[message].values(frame.payload)
+            values = self._layouts[message].values(frame.payload)
+            gratings = self._gratings[message]
+            if gratings is not None:
+                table, points = gratings
+                temperatures, reasons = grating_values(points, table.peaks(frame.payload))
+                values.update(temperatures)
+                self._note_unmatched(reasons)
+            return values
         except PayloadError as exc:
             raise DeviceGarbage(self.device.name, f"message {message}: {exc}") from None
+
+    def _note_unmatched(self, reasons: dict[str, str]) -> None:
+        """Count each grating IV by its reason; log it once per episode."""
+        for point, reason in reasons.items():
+            self._metrics.counter("gridgate_fbg_unmatched_total", "grating readings IV, by reason",
+                                  device=self.device.name, reason=reason).inc()
+            if self._unmatched.get(point) != reason:
+                log.warning("%s.%s: grating IV (%s)", self.device.name, point, reason.replace("_", " "))
+        for point in set(self._unmatched) - set(reasons):
+            log.info("%s.%s: grating matched again", self.device.name, point)
+        self._unmatched = dict(reasons)
 
     def take(self, frame: Frame) -> bool:
         """A streamed frame: published if it is one of this device's messages."""

@@ -13,13 +13,14 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from drivers.serial_framed.checksums import ALGORITHMS
+from drivers.serial_framed.fbg import Grating, PeakTable
 from drivers.serial_framed.fields import FLOATS, INTEGERS, FieldMeaning, FieldSpec, MessageLayout
 from drivers.serial_framed.framing import ChecksumField, FrameFormat, LengthField
 from gateway.config.polling import PollingConnection
 from gateway.config.profile import POINT_ID, PointSpec, ProfileSpec, Strict
 from gateway.config.units import Duration
 
-FieldType = Literal["u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "f32", "f64", "bcd", "ascii"]
+FieldType = Literal["u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "f32", "f64", "bcd", "ascii", "fbg"]
 Order = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 Encoding = Literal["binary", "ascii_hex", "ascii_line", "length_prefixed"]
 _HEX = re.compile(r"^(?:[0-9A-Fa-f]{2}\s*)*$")
@@ -92,14 +93,44 @@ class MatchSpec(Strict):
     value: str
 
 
+class PeakTableSpec(Strict):
+    """Where an FBG interrogator's reply holds its peaks (``fbg.PeakTable``)."""
+
+    counts_at: int = Field(ge=0)
+    channels: int = Field(ge=1, le=64)
+    wavelengths_at: int = Field(ge=0)
+    scale: float = Field(1.0, gt=0, description="nm per unit")
+    count_type: Literal["u16", "u32"] = "u16"
+    wavelength_type: Literal["u32", "i32", "f32", "f64"] = "i32"
+    byteorder: Literal["big", "little"] = "little"
+
+
 class MessageSpec(Strict):
     """One message of the device: a request it answers (``request``: a payload, hex for binary
-    framing, text otherwise, may hold ``{address}``), or one it streams by itself (no request)."""
+    framing, text otherwise, may hold ``{address}``), or one it streams by itself (no request).
+    ``peaks``: the message carries an FBG peak table, read by the ``fbg`` points."""
 
     name: str = Field(pattern=POINT_ID)
     request: str | None = None
     match: MatchSpec | None = None
     every: int = Field(1, ge=1, description="read every Nth poll")
+    peaks: PeakTableSpec | None = None
+
+
+class GratingSpec(Strict):
+    """An FBG grating: its channel, the window its peak must fall in, its calibration."""
+
+    channel: int = Field(ge=1, le=64)
+    window: tuple[float, float]
+    base_nm: float = Field(gt=0, description="wavelength at the calibration's zero shift")
+    coefficients: tuple[float, ...] = Field(min_length=2, max_length=3, description="c0, c1[, c2]: T = c0 + c1·Δλ + c2·Δλ²")
+    reference: str | None = Field(None, description="a grating whose shift is subtracted (strain, drift)")
+
+    @model_validator(mode="after")
+    def _window(self) -> "GratingSpec":
+        if not self.window[0] < self.window[1]:
+            raise ValueError(f"window {list(self.window)} is not [low, high]")
+        return self
 
 
 class FramedPoint(PointSpec):
@@ -108,7 +139,7 @@ class FramedPoint(PointSpec):
     array_field: ClassVar[str] = "at"
 
     message: str
-    at: int = Field(ge=0, description="octet offset in the message's payload")
+    at: int | None = Field(None, ge=0, description="octet offset in the message's payload (not for fbg)")
     type: FieldType = "u16"
     order: Order | None = None
     length: int | None = Field(None, ge=1, le=256, description="octets of a bcd or ascii field")
@@ -116,9 +147,14 @@ class FramedPoint(PointSpec):
     enum: dict[int, str] | None = None
     polynomial: tuple[float, ...] | None = Field(None, min_length=1, max_length=6)
     invalid: tuple[float, ...] = ()
+    grating: GratingSpec | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> "FramedPoint":
+        if (self.type == "fbg") != (self.grating is not None):
+            raise ValueError("type fbg needs 'grating', and only fbg points have it")
+        if (self.type == "fbg") == (self.at is not None):
+            raise ValueError("a field needs 'at' (its octet offset); an fbg point has none")
         if (self.type in ("bcd", "ascii")) != (self.length is not None):
             raise ValueError("types bcd and ascii need 'length' (octets), and only they have it")
         if self.bit is not None and not self.type.startswith("u"):
@@ -137,7 +173,7 @@ class FramedPoint(PointSpec):
             return "bool"
         if self.type == "ascii" or self.enum is not None:
             return "str"
-        if self.type in FLOATS or self.polynomial is not None or self.scale != 1 or self.offset != 0:
+        if self.type in FLOATS or self.type == "fbg" or self.polynomial is not None or self.scale != 1 or self.offset != 0:
             return "float"
         return "int"
 
@@ -146,7 +182,14 @@ class FramedPoint(PointSpec):
         meaning = FieldMeaning(point=self.id, type=self.type, bit=self.bit, enum=self.enum, scale=self.scale,
                                offset=self.offset, polynomial=self.polynomial, invalid=self.invalid,
                                length=self.length)
+        assert self.at is not None
         return FieldSpec(meaning, self.at, self.order or default_order)
+
+    def as_grating(self) -> Grating:
+        """The fbg module's grating of an fbg point."""
+        assert self.grating is not None
+        g = self.grating
+        return Grating(self.id, g.channel, g.window, g.base_nm, g.coefficients, g.reference)
 
 
 class FramedProfile(ProfileSpec):
@@ -166,11 +209,31 @@ class FramedProfile(ProfileSpec):
         if unknown:
             raise ValueError(f"points name unknown messages {unknown}; messages are {names}")
         self.framing.frame_format()  # raises for octets that are not hex
+        self._check_gratings()
         return self
 
+    def _check_gratings(self) -> None:
+        with_peaks = {m.name for m in self.messages if m.peaks is not None}
+        fbg = {p.id: p for p in self.points if p.grating is not None}
+        for point in fbg.values():
+            assert point.grating is not None
+            if point.message not in with_peaks:
+                raise ValueError(f"{point.id}: fbg points read a message with 'peaks'; {point.message} has none")
+            reference = point.grating.reference
+            if reference is not None and (reference not in fbg or fbg[reference].message != point.message):
+                raise ValueError(f"{point.id}: reference {reference!r} is no fbg point of message {point.message}")
+
     def layout(self, message: str) -> MessageLayout:
-        """The compiled field layout of one message."""
-        return MessageLayout([p.field(self.order) for p in self.points if p.message == message])
+        """The compiled field layout of one message (its fbg points aside)."""
+        return MessageLayout([p.field(self.order) for p in self.points if p.message == message and p.type != "fbg"])
+
+    def gratings(self, message: str) -> tuple[PeakTable, list[Grating]] | None:
+        """The peak table of a message and the gratings read from it; None for a message without peaks."""
+        spec = next(m for m in self.messages if m.name == message)
+        if spec.peaks is None:
+            return None
+        return PeakTable(**spec.peaks.model_dump()), [p.as_grating() for p in self.points
+                                                      if p.message == message and p.type == "fbg"]
 
 
 class FramedConnection(PollingConnection):

@@ -185,3 +185,51 @@ async def test_a_ydt1363_cabinet_over_a_tcp_serial_server() -> None:
             await until(lambda: gateway.value("cab.smoke") is True, 5, "smoke alarm arrives")
     finally:
         await await_deferred(simulator.stop())
+
+
+FBG = FramedProfile.model_validate(yaml.safe_load("""
+model: T-FBG
+kind: sensor
+protocol: serial_framed
+framing: {encoding: length_prefixed, length: {offset: 0, size: 10}, max_length: 8192}
+order: DCBA
+messages:   # the ASCII command, answered by 10 digits of length and a little-endian body
+  - name: peaks
+    request: "#GET_PEAKS_AND_LEVELS\\\\n"
+    peaks: {counts_at: 12, channels: 4, wavelengths_at: 32, scale: 0.0001}
+points:
+  - {id: serial_no, message: peaks, at: 8, type: u32, sim: {value: 7001}}
+  - {id: cab1_t1, message: peaks, type: fbg, unit: "°C", sim: {value: 31.0},
+     grating: {channel: 1, window: [1529.0, 1531.0], base_nm: 1530.0, coefficients: [25.0, 100.0], reference: cab1_ref}}
+  - {id: cab1_t2, message: peaks, type: fbg, unit: "°C", sim: {value: 28.5},
+     grating: {channel: 1, window: [1539.0, 1541.0], base_nm: 1540.0, coefficients: [25.0, 95.0, 2.0]}}
+  - {id: cab1_ref, message: peaks, type: fbg, sim: {value: 25.4},
+     grating: {channel: 1, window: [1549.0, 1551.0], base_nm: 1550.0, coefficients: [25.0, 100.0]}}
+  - {id: cab3_t1, message: peaks, type: fbg, unit: "°C", sim: {value: 40.0},
+     grating: {channel: 3, window: [1529.0, 1531.0], base_nm: 1530.0, coefficients: [25.0, 100.0]}}
+"""))
+GRATINGS = ["fbg.cab1_t1", "fbg.cab1_t2", "fbg.cab1_ref", "fbg.cab3_t1"]
+
+
+@on_asyncio
+async def test_an_fbg_interrogator_gives_grating_temperatures_and_iv_for_a_missing_or_double_peak() -> None:
+    """Length-prefixed binary replies over TCP: each grating's temperature from its peak (the
+    reference's shift subtracted where named), to the wavelength resolution; the first grating's
+    peak gone or doubled: that grating IV with the reason counted, the others unaffected."""
+    [port] = next_ports(1)
+    simulator = FramedSimulator([device("fbg", FBG, host="127.0.0.1", port=port)], reactor)
+    await await_deferred(simulator.start())
+    try:
+        async with Gateway([device("fbg", FBG, host="127.0.0.1", port=port)]) as gateway:
+            await until(lambda: gateway.quality(*GRATINGS, "fbg.serial_no") == {Quality.GOOD}, 10, "all good")
+            assert [gateway.value(p) for p in GRATINGS] == pytest.approx([31.0, 28.5, 25.4, 40.0], abs=0.02)
+            assert gateway.value("fbg.serial_no") == 7001
+            for fault, reason in (("missing_peak", "missing_peak"), ("double_peak", "ambiguous_peak")):
+                await await_deferred(simulator.fault("fbg", fault))
+                await until(lambda: gateway.quality("fbg.cab1_t1") == {Quality.IV}, 5, f"IV on {fault}")
+                assert gateway.quality("fbg.cab1_t2", "fbg.cab3_t1") == {Quality.GOOD}
+                assert gateway.metrics.value("gridgate_fbg_unmatched_total", device="fbg", reason=reason) > 0
+                await await_deferred(simulator.fault("fbg", "healthy"))
+                await until(lambda: gateway.quality("fbg.cab1_t1") == {Quality.GOOD}, 5, "matched again")
+    finally:
+        await await_deferred(simulator.stop())

@@ -9,7 +9,8 @@ match octets written in, framed by ``framing.build``; a streamed message goes ou
 
 Faults on demand (``fault``), per device: ``bad_checksum`` (answers with the checksum broken),
 ``truncated`` (answers cut in half), ``garbage`` (random octets before each answer, some with
-the start octets), ``silence`` (no answer, nothing streamed), ``healthy``.
+the start octets), ``silence`` (no answer, nothing streamed), for an FBG interrogator
+``missing_peak`` and ``double_peak`` (the first grating's peak gone, or doubled), ``healthy``.
 """
 
 import logging
@@ -23,6 +24,7 @@ from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
 from drivers.serial_framed.driver import request_frame
+from drivers.serial_framed.fbg import Grating, PeakTable
 from drivers.serial_framed.fields import MessageLayout
 from drivers.serial_framed.framing import FrameFormat, build
 from drivers.serial_framed.profile import FramedConnection, FramedProfile, MessageSpec, octets, text_octets
@@ -32,7 +34,7 @@ from gateway.simulation.simvalues import ValueEngine
 
 log = logging.getLogger(__name__)
 
-FAULT_KINDS = ("bad_checksum", "truncated", "garbage", "silence", "healthy")
+FAULT_KINDS = ("bad_checksum", "truncated", "garbage", "silence", "missing_peak", "double_peak", "healthy")
 
 
 @dataclass
@@ -61,13 +63,44 @@ class SimulatedFramedDevice:
     def reply(self, message: MessageSpec) -> bytes:
         """The message's frame with the values served now."""
         layout = self.layouts.setdefault(message.name, self.profile.layout(message.name))
-        values = {p.id: self.served[p.id] for p in self.profile.points if p.message == message.name}
+        values = {p.id: self.served[p.id] for p in self.profile.points if p.message == message.name and p.at is not None}
         payload = bytearray(layout.payload(values, self._size(layout, message)))
+        gratings = self.profile.gratings(message.name)
+        if gratings is not None:
+            payload = self._with_peaks(payload, layout, *gratings)
         if message.match is not None:
             text = message.match.value.format(address=self.address)
             marker = octets(text) if self.fmt.encoding in ("binary", "ascii_hex") else text_octets(text)
             payload[message.match.at:message.match.at + len(marker)] = marker
         return build(self.fmt, bytes(payload))
+
+    def _with_peaks(self, fields: bytearray, layout: MessageLayout, table: PeakTable,
+                    gratings: list[Grating]) -> bytearray:
+        """The peak table of the gratings' served temperatures, the fields written over it."""
+        payload = bytearray(table.payload(self.peaks(table.channels, gratings), len(fields)))
+        for field_ in layout.fields:
+            payload[field_.at:field_.at + field_.size] = fields[field_.at:field_.at + field_.size]
+        return payload
+
+    def peaks(self, channels: int, gratings: list[Grating]) -> list[list[float]]:
+        """Each channel's peaks for the served temperatures (a reference's shift added to the
+        gratings that subtract it); the ``missing_peak`` and ``double_peak`` faults applied to the
+        first grating that is nobody's reference."""
+        by_point = {g.point: g for g in gratings}
+        shift = {g.point: g.shift_for(float(self.served[g.point])) for g in gratings}  # type: ignore[arg-type]
+        table: list[list[float]] = [[] for _ in range(channels)]
+        references = {g.reference for g in gratings}
+        faulted = next((g.point for g in gratings if g.point not in references), None)
+        for grating in gratings:
+            wavelength = grating.base_nm + shift[grating.point]
+            if grating.reference is not None:
+                wavelength += shift[grating.reference] if grating.reference in by_point else 0.0
+            if grating.point == faulted and self.fault == "missing_peak":
+                continue
+            table[grating.channel - 1].append(wavelength)
+            if grating.point == faulted and self.fault == "double_peak":
+                table[grating.channel - 1].append(wavelength + 0.01)
+        return [sorted(channel) for channel in table]
 
     def _size(self, layout: MessageLayout, message: MessageSpec) -> int:
         length = self.fmt.length
