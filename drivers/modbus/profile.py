@@ -1,6 +1,6 @@
 """The Modbus part of profiles and site files: register addressing, types, orders, connections."""
 
-from typing import Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 from pydantic import Field, model_validator
 
@@ -23,8 +23,11 @@ class ModbusPoint(PointSpec):
     ``address`` is as written in the device's documentation; the profile's ``address_base``
     says whether that documentation counts from 0 or 1. ``bit`` picks one bit of a register as a
     bool. ``invalid`` lists raw values meaning "not implemented" (default: the SunSpec sentinels
-    of the type; ``[]`` for none); they give quality IV, never a number.
+    of the type; ``[]`` for none); they give quality IV, never a number. An ``array:`` entry
+    advances ``address`` per element, by default by the registers one element takes.
     """
+
+    array_field: ClassVar[str | None] = "address"
 
     table: Table = "holding"
     address: int = Field(ge=0, le=65536)
@@ -66,6 +69,15 @@ class ModbusPoint(PointSpec):
         low, high = (0, 2**bits - 1) if self.type.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
         ends = sorted((low * self.scale + self.offset, high * self.scale + self.offset))
         return (ends[0], ends[1])
+
+    @classmethod
+    def array_size(cls, raw: Mapping[str, Any]) -> int:
+        """Registers (or bits) one element of an array of ``raw`` takes; 1 where ``raw`` is
+        malformed, which validating the elements reports."""
+        kind, length = raw.get("type", "uint16"), raw.get("length")
+        if kind == "string":
+            return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else 1
+        return REGISTERS.get(kind, 1) if isinstance(kind, str) else 1
 
     @property
     def count(self) -> int:

@@ -8,7 +8,7 @@ send, or none for a device that streams; the octets that tell its reply apart) a
 """
 
 import re
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 from pydantic import Field, field_validator, model_validator
 
@@ -136,7 +136,7 @@ class GratingSpec(Strict):
 class FramedPoint(PointSpec):
     """A point: a field of one message's payload."""
 
-    array_field: ClassVar[str] = "at"
+    array_field: ClassVar[str | None] = "at"
 
     message: str
     at: int | None = Field(None, ge=0, description="octet offset in the message's payload (not for fbg)")
@@ -166,6 +166,15 @@ class FramedPoint(PointSpec):
         if self.writable is not None:
             raise ValueError("framed-serial points are read-only")
         return self
+
+    @classmethod
+    def array_size(cls, raw: Mapping[str, Any]) -> int:
+        """Octets one element of an array of ``raw`` takes (1 where ``raw`` is malformed, which
+        validating the elements reports)."""
+        kind, length = raw.get("type", "u16"), raw.get("length")
+        if kind in ("bcd", "ascii"):
+            return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else 1
+        return (FLOATS.get(kind) or INTEGERS.get(kind, (1, False))[0]) if isinstance(kind, str) else 1
 
     def value_kind(self) -> Literal["bool", "int", "float", "str"]:
         """bool for a bit, str for ASCII and enums, int for unscaled integers, else float."""

@@ -6,10 +6,11 @@ Like Buildbot's config checks: nothing stops at the first error, every finding i
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from gateway.config.arrays import Expansion, expand_profile
 from gateway.config.profile import ProfileSpec
 from gateway.config.site import DeviceEntry, SiteSpec, site_model
 from gateway.config.source import ConfigErrors, ConfigProblem, dotted, line_of, load_yaml
@@ -72,14 +73,36 @@ class ProfileLoader:
             known = ", ".join(sorted(self.drivers)) or "none installed"
             return None, [ConfigProblem(file, line_of(tree, ("protocol",)), "protocol",
                                         f"unknown protocol {protocol!r} (known: {known})")]
-        profile, problems = validate(plugin.profile_model, tree, file)
-        checked, kept = (profile, None) if profile is not None else _valid_part(plugin, tree, problems)
-        if checked is not None:
-            for loc, message in _point_problems(checked) + plugin.profile_problems(checked):
-                if kept is not None:
-                    loc = (loc[0], kept[loc[1]]) + tuple(loc[2:])
-                problems.append(ConfigProblem(file, line_of(tree, loc), dotted(loc), message))
+        expansion = expand_profile(tree, plugin.profile_model.point_model())
+        array_problems = [ConfigProblem(file, line_of(tree, loc), dotted(loc), message)
+                          for loc, message in expansion.problems]
+        if expansion.tree is None:
+            return None, array_problems
+        profile, problems = _check_profile(plugin, expansion, file)
+        if array_problems and not expansion.tree["points"]:  # every entry was a broken array, named already
+            problems = [p for p in problems if p.path != "points"]
+        problems = expansion.locate(problems) + array_problems
         return (None if problems else profile), problems
+
+
+def _check_profile(plugin: Any, expansion: Expansion, file: str) -> tuple[ProfileSpec | None, list[ConfigProblem]]:
+    """The expanded profile validated with its driver's model, then cross-checked (every point's
+    id unique, the driver's own checks): on the valid part when some points failed."""
+    tree = expansion.tree
+    profile, problems = validate(plugin.profile_model, tree, file)
+    checked, kept = (profile, None) if profile is not None else _valid_part(plugin, tree, problems)
+    if checked is None:
+        return profile, problems
+
+    def in_tree(index: int) -> int:  # a point of ``checked`` -> its index in the (expanded) tree
+        return index if kept is None else kept[index]
+
+    for loc, message in _point_problems(checked, lambda index: expansion.label(in_tree(index))) \
+            + plugin.profile_problems(checked):
+        if loc[0] == "points" and len(loc) > 1:
+            loc = ("points", in_tree(loc[1])) + tuple(loc[2:])
+        problems.append(ConfigProblem(file, line_of(tree, loc), dotted(loc), message))
+    return profile, problems
 
 
 def _valid_part(plugin: Any, tree: Any, problems: list[ConfigProblem]) -> tuple[ProfileSpec | None, list[int] | None]:
@@ -97,12 +120,13 @@ def _valid_part(plugin: Any, tree: Any, problems: list[ConfigProblem]) -> tuple[
         return None, None
 
 
-def _point_problems(profile: ProfileSpec) -> list[tuple[tuple, str]]:
+def _point_problems(profile: ProfileSpec, label: Callable[[int], str]) -> list[tuple[tuple, str]]:
+    """Ids used twice (the first named by ``label``) and sim sources naming no point."""
     seen: dict[str, int] = {}
     found = []
     for index, point in enumerate(profile.points):
         if point.id in seen:
-            found.append((("points", index, "id"), f"duplicate point id {point.id!r} (first at points[{seen[point.id]}])"))
+            found.append((("points", index, "id"), f"duplicate point id {point.id!r} (first at {label(seen[point.id])})"))
         seen.setdefault(point.id, index)
     for index, point in enumerate(profile.points):
         if point.sim and point.sim.source and point.sim.source not in seen:

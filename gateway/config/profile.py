@@ -2,14 +2,17 @@
 
 A profile describes a device *model*. Each driver extends ``PointSpec`` and ``ProfileSpec`` with
 its addressing (registers, node ids, ...) so that points stay flat in YAML; the core validates a
-profile with the model its driver declares.
+profile with the model its driver declares. An entry with ``array:`` stands for a table of points;
+the loader expands it (``gateway.config.arrays``) before these models see the points.
 """
 
-from typing import Literal
+from typing import Any, ClassVar, Literal, Mapping, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 POINT_ID = r"^[a-z][a-z0-9_]*$"
+DIMENSION = r"^[a-z_][a-z0-9_]*$"
+MAX_ARRAY_COUNT = 4096
 DEVICE_POINT = r"^[A-Za-z][A-Za-z0-9_-]*\.[a-z_][a-z0-9_]*$"  # device.point, as site files name a point
 
 
@@ -56,8 +59,39 @@ class SimBehaviour(Strict):
         return self
 
 
+class ArrayDimension(Strict):
+    """One dimension of a point array (``array:`` on a profile point; ``gateway.config.arrays``)."""
+
+    name: str = Field(pattern=DIMENSION, description="the index's name in the entry's templates: {name}")
+    count: int = Field(ge=1, le=MAX_ARRAY_COUNT)
+    start: int = Field(0, description="the first index value")
+    stride: int | None = Field(None, ge=1, description="how far the point's address advances per index; "
+                                                        "default contiguous: the point's size for the innermost "
+                                                        "dimension, the span of the inner ones for an outer one")
+
+
+def _array_schema(schema: dict[str, Any], model: type) -> None:
+    """Editors see what the loader accepts: ``array:`` and an ``id`` template, where the protocol
+    lets points be arrays (``array_field``). The pydantic model never sees either: the loader
+    expands arrays into plain points first."""
+    properties = schema.get("properties", {})
+    if getattr(model, "array_field", None) is None or "id" not in properties:
+        return
+    pattern = properties["id"].pop("pattern", POINT_ID)
+    properties["id"]["anyOf"] = [{"pattern": pattern}, {"pattern": r"\{", "description": "a template of an array entry"}]
+    properties["array"] = {"type": "array", "minItems": 1, "items": ArrayDimension.model_json_schema(),
+                           "description": "expand this entry into one point per index combination"}
+
+
 class PointSpec(Strict):
-    """One measured or commanded quantity of a device model."""
+    """One measured or commanded quantity of a device model.
+
+    ``array_field`` names the integer field (a register address, an offset) that an ``array:``
+    entry advances per element; None means this protocol's points cannot be arrays.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_array_schema)
+    array_field: ClassVar[str | None] = None
 
     id: str = Field(pattern=POINT_ID)
     name: str = ""
@@ -74,6 +108,12 @@ class PointSpec(Strict):
     def value_range(self) -> tuple[float, float] | None:
         """The smallest and largest value the point can take, where the encoding bounds it."""
         return None
+
+    @classmethod
+    def array_size(cls, raw: Mapping[str, Any]) -> int:
+        """How far one element of an array of ``raw`` (the unvalidated entry) advances
+        ``array_field`` by default; drivers whose points span several units say so."""
+        return 1
 
     @field_validator("writable", mode="before")
     @classmethod
@@ -92,6 +132,11 @@ class ProfileSpec(Strict):
     protocol: str
     description: str = ""
     points: list[PointSpec] = Field(min_length=1)
+
+    @classmethod
+    def point_model(cls) -> type[PointSpec]:
+        """The point class of this profile format: the item type of ``points``."""
+        return get_args(cls.model_fields["points"].annotation)[0]
 
     def point(self, point_id: str) -> PointSpec:
         """The point named ``point_id``; KeyError if the profile has none."""
