@@ -41,7 +41,7 @@ def _reorder(order: str, size: int) -> Callable[[bytes], bytes]:
 
 def raw_field(type_name: str, order: str, length: int | None) -> cs.Construct:
     """The construct for a field's raw value (an int, a float, bytes for BCD, a str for ASCII)."""
-    if type_name == "ascii":
+    if type_name in ("ascii", "decimal"):
         return cs.PaddedString(length, "ascii")
     if type_name == "bcd":
         return cs.Bytes(length)
@@ -88,6 +88,10 @@ class FieldMeaning:
         BCD nibble above 9 or an enum value without a label."""
         if self.type == "ascii":
             return raw.rstrip("\x00 "), Quality.GOOD
+        if self.type == "decimal":
+            raw = _decimal(raw)
+            if raw is None:
+                return None, Quality.IV
         if self.type == "bcd":
             raw = bcd_value(raw)
             if raw is None:
@@ -104,7 +108,7 @@ class FieldMeaning:
     def _engineering(self, raw: float) -> Value:
         if self.polynomial is not None:
             return sum(c * raw ** n for n, c in enumerate(self.polynomial))
-        if self.scale == 1 and self.offset == 0 and self.type not in FLOATS:
+        if self.scale == 1 and self.offset == 0 and self.type not in FLOATS and self.type != "decimal":
             return int(raw)
         return raw * self.scale + self.offset
 
@@ -113,6 +117,8 @@ class FieldMeaning:
         field cannot carry it."""
         if self.type == "ascii":
             return str(value)
+        if self.type == "decimal":
+            return _decimal_text(float((float(value) - self.offset) / self.scale), self.length or 1)  # type: ignore[arg-type]
         if self.enum is not None and not isinstance(value, str):
             return int(value)  # type: ignore[arg-type]  # a code (the value engine's numbers)
         if self.enum is not None:
@@ -146,7 +152,7 @@ class FieldSpec:
     @property
     def size(self) -> int:
         """Octets the field takes."""
-        if self.meaning.type in ("ascii", "bcd"):
+        if self.meaning.type in ("ascii", "bcd", "decimal"):
             return self.meaning.length or 1
         return FLOATS.get(self.meaning.type) or INTEGERS[self.meaning.type][0]
 
@@ -188,9 +194,28 @@ class MessageLayout:
         return built.ljust(max(size or 0, self.length), b"\x00")
 
 
+def _decimal(text: str) -> float | None:
+    """A number written in ASCII (``" -12.5"``); None when the characters are no number."""
+    try:
+        number = float(text.strip("\x00 "))
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _decimal_text(number: float, length: int) -> str:
+    """``number`` right-aligned in ``length`` characters, as many decimals as fit; ValueError when
+    its integer part does not."""
+    for decimals in range(max(0, min(6, length - 2)), -1, -1):
+        text = f"{number:{length}.{decimals}f}"
+        if len(text) == length:
+            return text
+    raise ValueError(f"{number} does not fit {length} characters")
+
+
 def _zero(field: FieldSpec) -> Any:
-    if field.meaning.type == "ascii":
-        return ""
+    if field.meaning.type in ("ascii", "decimal"):
+        return "0" if field.meaning.type == "decimal" else ""
     if field.meaning.type == "bcd":
         return bytes(field.size)
     return 0.0 if field.meaning.type in FLOATS else 0

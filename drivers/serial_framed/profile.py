@@ -20,7 +20,8 @@ from gateway.config.polling import PollingConnection
 from gateway.config.profile import POINT_ID, PointSpec, ProfileSpec, Strict
 from gateway.config.units import Duration
 
-FieldType = Literal["u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "f32", "f64", "bcd", "ascii", "fbg"]
+FieldType = Literal["u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "f32", "f64", "bcd", "ascii", "decimal",
+                    "fbg"]
 Order = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 Encoding = Literal["binary", "ascii_hex", "ascii_line", "length_prefixed"]
 _HEX = re.compile(r"^(?:[0-9A-Fa-f]{2}\s*)*$")
@@ -155,8 +156,8 @@ class FramedPoint(PointSpec):
             raise ValueError("type fbg needs 'grating', and only fbg points have it")
         if (self.type == "fbg") == (self.at is not None):
             raise ValueError("a field needs 'at' (its octet offset); an fbg point has none")
-        if (self.type in ("bcd", "ascii")) != (self.length is not None):
-            raise ValueError("types bcd and ascii need 'length' (octets), and only they have it")
+        if (self.type in ("bcd", "ascii", "decimal")) != (self.length is not None):
+            raise ValueError("types bcd, ascii and decimal need 'length' (octets), and only they have it")
         if self.bit is not None and not self.type.startswith("u"):
             raise ValueError("'bit' picks a bit of an unsigned integer (u8..u64)")
         if self.bit is not None and self.bit >= 8 * INTEGERS[self.type][0]:
@@ -172,7 +173,7 @@ class FramedPoint(PointSpec):
         """Octets one element of an array of ``raw`` takes (1 where ``raw`` is malformed, which
         validating the elements reports)."""
         kind, length = raw.get("type", "u16"), raw.get("length")
-        if kind in ("bcd", "ascii"):
+        if kind in ("bcd", "ascii", "decimal"):
             return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else 1
         return (FLOATS.get(kind) or INTEGERS.get(kind, (1, False))[0]) if isinstance(kind, str) else 1
 
@@ -182,7 +183,8 @@ class FramedPoint(PointSpec):
             return "bool"
         if self.type == "ascii" or self.enum is not None:
             return "str"
-        if self.type in FLOATS or self.type == "fbg" or self.polynomial is not None or self.scale != 1 or self.offset != 0:
+        if self.type in FLOATS or self.type in ("fbg", "decimal") or self.polynomial is not None \
+                or self.scale != 1 or self.offset != 0:
             return "float"
         return "int"
 

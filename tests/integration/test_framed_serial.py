@@ -233,3 +233,37 @@ async def test_an_fbg_interrogator_gives_grating_temperatures_and_iv_for_a_missi
                 await until(lambda: gateway.quality("fbg.cab1_t1") == {Quality.GOOD}, 5, "matched again")
     finally:
         await await_deferred(simulator.stop())
+
+
+LINE = FramedProfile.model_validate(yaml.safe_load("""
+model: T-LINE
+kind: sensor
+protocol: serial_framed
+framing: {encoding: ascii_line, start: "$", end: "\\\\r\\\\n", checksum: {algorithm: xor8}, checksum_separator: "*"}
+messages:   # streamed by the device: $TMP,+031.50,0*HH
+  - {name: temperature, match: {at: 0, value: "TMP,"}}
+points:
+  - {id: cable_t, message: temperature, at: 4, type: decimal, length: 7, unit: "°C", sim: {value: 31.5}}
+  - {id: alarm, message: temperature, at: 12, type: decimal, length: 1, sim: {value: 0}}
+"""))
+
+
+@on_asyncio
+async def test_a_streaming_ascii_line_device_is_published_as_it_talks_and_its_silence_noticed() -> None:
+    """No requests: each streamed line is published; a silent device goes NT, then IV; back: good."""
+    [port] = next_ports(1)
+    simulator = FramedSimulator([device("line", LINE, host="127.0.0.1", port=port)], reactor, period_s=0.1)
+    await await_deferred(simulator.start())
+    try:
+        async with Gateway([device("line", LINE, host="127.0.0.1", port=port)]) as gateway:
+            await until(lambda: gateway.quality("line.cable_t", "line.alarm") == {Quality.GOOD}, 10, "good")
+            assert (gateway.value("line.cable_t"), gateway.value("line.alarm")) == (31.5, 0.0)
+            simulator.set_value("line", "cable_t", -4.25)
+            await until(lambda: gateway.value("line.cable_t") == -4.25, 5, "a new line arrives")
+            await await_deferred(simulator.fault("line", "silence"))
+            await until(lambda: gateway.quality("line.cable_t") == {Quality.NT}, 5, "NT on silence")
+            await until(lambda: gateway.quality("line.cable_t") == {Quality.NT | Quality.IV}, 5, "IV")
+            await await_deferred(simulator.fault("line", "healthy"))
+            await until(lambda: gateway.quality("line.cable_t") == {Quality.GOOD}, 5, "good again")
+    finally:
+        await await_deferred(simulator.stop())

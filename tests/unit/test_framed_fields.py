@@ -78,3 +78,13 @@ def test_values_a_field_cannot_carry_are_refused_on_build() -> None:
         layout.payload({"e": "broken"})
     with pytest.raises(ValueError, match="does not fit 1 BCD"):
         layout.payload({"b": 100})
+
+
+def test_ascii_decimal_fields_read_numbers_and_iv_for_anything_else() -> None:
+    layout = MessageLayout([spec("t", "decimal", 0, length=7), spec("n", "decimal", 7, length=3, scale=0.1)])
+    assert layout.values(b"+031.50 42") == {"t": (31.5, Quality.GOOD), "n": (pytest.approx(4.2), Quality.GOOD)}
+    assert layout.values(b"  --.-- ERR")["t"] == (None, Quality.IV)
+    assert layout.values(b"    nan  1")["t"] == (None, Quality.IV)
+    assert layout.payload({"t": -4.25, "n": 4.2}) == b"-4.2500 42"
+    with pytest.raises(ValueError, match="does not fit 3 characters"):
+        layout.payload({"n": 1000.0})
