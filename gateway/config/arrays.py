@@ -11,7 +11,8 @@ Each element is a copy of the entry without ``array``: every top-level string co
 is formatted with the element's index values (``str.format``: ``{zone:02d}``; ``{{`` is a
 literal brace), and the driver's ``array_field`` (Modbus: ``address``) advances by position x
 stride per dimension, the last dimension varying fastest. Nested values (``sim``, ``writable``)
-are shared by every element, never formatted. A dimension without ``stride`` is contiguous: the
+are shared by every element; only the strings directly under ``sim`` are formatted too (a hot
+spot's ``position: "{zone}"``). A dimension without ``stride`` is contiguous: the
 innermost advances by the point's size (``PointSpec.array_size``), each outer one by the span of
 the dimensions inside it.
 
@@ -149,7 +150,7 @@ def _message(err: Any) -> str:
 def _elements(raw: dict, dims: list[ArrayDimension], point_model: type[PointSpec], loc: tuple,
               problems: list[Problem]) -> list[tuple[Any, str | None]]:
     """One point per index combination, or none after adding the entry's problems."""
-    templates = {key: value for key, value in raw.items() if isinstance(value, str) and "{" in value}
+    templates = _templates(raw)
     found = _template_problems(templates, dims, loc) or _id_problems(raw.get("id"), dims, loc)
     if found:
         problems.extend(found)
@@ -175,10 +176,21 @@ def _elements(raw: dict, dims: list[ArrayDimension], point_model: type[PointSpec
     return elements
 
 
-def _template_problems(templates: dict[str, str], dims: list[ArrayDimension], loc: tuple) -> list[Problem]:
+def _templates(raw: dict) -> dict[tuple[str, ...], str]:
+    """The entry's strings holding ``{``, by their key path: top-level keys, and the keys of
+    ``sim`` (a simulated hot spot's ``position: "{zone}"`` differs per element)."""
+    found = {(key,): value for key, value in raw.items() if isinstance(value, str) and "{" in value}
+    sim = raw.get("sim")
+    if isinstance(sim, dict):
+        found |= {("sim", key): value for key, value in sim.items() if isinstance(value, str) and "{" in value}
+    return found
+
+
+def _template_problems(templates: dict[tuple[str, ...], str], dims: list[ArrayDimension],
+                       loc: tuple) -> list[Problem]:
     """Each template that cannot be formatted with the array's indices, at its key."""
     names, first = [d.name for d in dims], {d.name: d.start for d in dims}
-    return [(loc + (key,), message) for key, template in templates.items()
+    return [(loc + path, message) for path, template in templates.items()
             if (message := _template_problem(template, names, first))]
 
 
@@ -230,13 +242,24 @@ def _strides(dims: list[ArrayDimension], size: int) -> list[int]:
     return strides[::-1]
 
 
-def _element(raw: dict, templates: dict[str, str], values: dict[str, int]) -> LineDict:
+def _element(raw: dict, templates: dict[tuple[str, ...], str], values: dict[str, int]) -> LineDict:
     """The entry without ``array``, templates formatted, on the entry's lines."""
-    element = LineDict((key, value) for key, value in raw.items() if key != "array")
-    element.line = getattr(raw, "line", 1)
-    element.key_lines = getattr(raw, "key_lines", {})
-    element.update((key, template.format(**values)) for key, template in templates.items())
+    element = _on_lines(LineDict((key, value) for key, value in raw.items() if key != "array"), raw)
+    for path, template in templates.items():
+        if len(path) == 1:
+            element[path[0]] = template.format(**values)
+        else:
+            if element["sim"] is raw["sim"]:
+                element["sim"] = _on_lines(LineDict(raw["sim"]), raw["sim"])
+            element["sim"][path[1]] = template.format(**values)
     return element
+
+
+def _on_lines(copy: LineDict, original: Any) -> LineDict:
+    """``copy`` reported on ``original``'s lines."""
+    copy.line = getattr(original, "line", 1)
+    copy.key_lines = getattr(original, "key_lines", {})
+    return copy
 
 
 def _indices(values: dict[str, int]) -> str:

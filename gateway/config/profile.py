@@ -40,7 +40,7 @@ class Limits(Strict):
 class SimBehaviour(Strict):
     """How the simulator moves a point's value (engineering units)."""
 
-    kind: Literal["constant", "ramp", "sine", "random_walk", "follow", "integrate"] = "constant"
+    kind: Literal["constant", "ramp", "sine", "random_walk", "follow", "integrate", "hotspot"] = "constant"
     value: float = 0.0
     min: float | None = None
     max: float | None = None
@@ -49,6 +49,8 @@ class SimBehaviour(Strict):
     step: float = 0.0
     source: str | None = Field(None, description="point followed or integrated")
     rate_per_s: float = Field(0.0, description="follow: slew rate (>= 0); integrate: gain per second, signed")
+    position: float | None = Field(None, description="hotspot: this point's place along the path min..max")
+    width: float = Field(1.0, gt=0, description="hotspot: how far the rise reaches (Gaussian width)")
 
     @model_validator(mode="after")
     def _source_needed(self) -> "SimBehaviour":
@@ -56,6 +58,8 @@ class SimBehaviour(Strict):
             raise ValueError(f"sim kind {self.kind!r} needs 'source': the point it tracks")
         if self.kind == "follow" and self.rate_per_s < 0:
             raise ValueError("a follow rate is a speed: rate_per_s >= 0")
+        if self.kind == "hotspot" and (self.position is None or self.min is None or self.max is None):
+            raise ValueError("sim kind 'hotspot' needs position, min and max (the path it travels)")
         return self
 
 

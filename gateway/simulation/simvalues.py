@@ -12,6 +12,10 @@ Behaviours (``SimBehaviour.kind``), ``dt`` being the seconds since the previous 
   ``max`` for a negative step) when both bounds are given.
 * ``sine``: ``centre + amplitude * sin(2 pi t / period_s)``, ``t`` counted from the first step;
   the centre starts at ``sim.value`` and ``set`` moves it.
+* ``hotspot``: ``value`` plus the rise from a hot spot travelling along a cable: its centre goes
+  from ``min`` to ``max`` once every ``period_s``; a point at ``position`` (its zone's place along
+  the cable; arrays can write ``position: "{zone}"``) rises by ``amplitude`` when the centre is
+  on it, less over ``width`` (Gaussian): a DTS zone table with a moving hot spot.
 * ``random_walk``: ``value += uniform(-step, step) * dt``, clamped to ``min``/``max``; the RNG
   is seeded so a run can be repeated.
 * ``follow``: slew towards the current value of ``source`` at ``rate_per_s`` at most (a rate of
@@ -107,6 +111,8 @@ class ValueEngine:
             return point.state
         if sim.kind == "sine":
             return point.state + sim.amplitude * math.sin(2 * math.pi * elapsed / sim.period_s)
+        if sim.kind == "hotspot":
+            return point.state + _hotspot(sim, elapsed)
         point.state = _MOVES[sim.kind](self, sim, float(point.state), dt, before)
         return point.state
 
@@ -147,6 +153,14 @@ class ValueEngine:
     def values(self) -> dict[str, Value]:
         """Every point's value as of the last step or set."""
         return dict(self._values)
+
+
+def _hotspot(sim: SimBehaviour, elapsed: float) -> float:
+    """The rise at ``sim.position`` from a hot spot travelling from ``min`` to ``max`` once every
+    ``period_s``: ``amplitude`` at its centre, falling off over ``width`` (a Gaussian)."""
+    low, high = sim.min or 0.0, sim.max or 0.0
+    centre = low + (high - low) * ((elapsed % sim.period_s) / sim.period_s)
+    return sim.amplitude * math.exp(-(((sim.position or 0.0) - centre) / sim.width) ** 2)
 
 
 def _number(value: Value, fallback: float) -> float:

@@ -267,3 +267,34 @@ def test_the_json_schema_takes_array_entries_only_where_the_protocol_has_them() 
         jsonschema.validate({**yaml.safe_load(HEADER + "  - {id: Bad, address: 0}\n")}, schema)
     from drivers.opcua.profile import OpcUaPoint
     assert "array" not in OpcUaPoint.model_json_schema()["properties"]
+
+
+def test_strings_under_sim_are_formatted_per_element_for_a_travelling_hot_spot(tmp_path: Path) -> None:
+    """``position: "{zone}"`` gives each zone its place on the cable; other sim keys are shared."""
+    profile, problems, path = _load(tmp_path, """\
+        - id: "z{zone:02d}_tmax"
+          table: input
+          address: 0
+          type: int16
+          sim: {kind: hotspot, value: 25, amplitude: 40, position: "{zone}", min: 1, max: 8, period_s: 60}
+          array: [{name: zone, count: 8, start: 1}]
+        - id: "y{zone}"
+          table: input
+          address: 100
+          sim: {kind: hotspot, value: 25, position: "{zon}", min: 1, max: 8}
+          array: [{name: zone, count: 2}]
+        """)
+    problem = _only(problems)
+    assert (problem.line, problem.path) == (_line(path, "{zon}"), "points[1].sim.position")
+    assert "{zon} in '{zon}' names no dimension" in problem.message
+    good, _, _ = _load(tmp_path, """\
+        - id: "z{zone:02d}_tmax"
+          table: input
+          address: 0
+          type: int16
+          sim: {kind: hotspot, value: 25, amplitude: 40, position: "{zone}", min: 1, max: 8, period_s: 60}
+          array: [{name: zone, count: 8, start: 1}]
+        """)
+    assert good is not None
+    assert [p.sim.position for p in good.points] == [float(n) for n in range(1, 9)]
+    assert {(p.sim.kind, p.sim.amplitude, p.sim.max) for p in good.points} == {("hotspot", 40.0, 8.0)}

@@ -190,3 +190,23 @@ def test_initial_values_override_the_profile() -> None:
                          initial={"serial": "SN-1"})
     assert engine.step(0.0) == {"serial": "SN-1", "v": 1.0}
     assert engine.get("serial") == "SN-1" and engine.values()["v"] == 1.0
+
+
+def test_a_hotspot_travels_along_the_zones_once_per_period() -> None:
+    """Zones 1..10, the spot crossing min 1 -> max 10 in 9 s: at t the hottest zone is 1 + t,
+    rising by the amplitude there and falling off over the width; then it starts again."""
+    zones = [point(f"z{n}", kind="hotspot", value=25.0, amplitude=40.0, position=n, min=1, max=10,
+                   period_s=9.0, width=1.0) for n in range(1, 11)]
+    engine = ValueEngine(profile(*zones))
+    engine.step(0.0)
+    for t in (0.0, 3.0, 7.0):
+        values = engine.step(t)
+        assert max(values, key=values.__getitem__) == f"z{int(1 + t)}"
+        assert values[f"z{int(1 + t)}"] == pytest.approx(65.0)
+        assert values[f"z{int(1 + t) + 1}"] == pytest.approx(25.0 + 40.0 * math.exp(-1))
+    assert engine.step(9.0)["z1"] == pytest.approx(65.0)
+
+
+def test_a_hotspot_needs_its_position_and_path() -> None:
+    with pytest.raises(ValueError, match="needs position, min and max"):
+        SimBehaviour(kind="hotspot", position=3)
