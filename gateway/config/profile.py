@@ -40,7 +40,7 @@ class Limits(Strict):
 class SimBehaviour(Strict):
     """How the simulator moves a point's value (engineering units)."""
 
-    kind: Literal["constant", "ramp", "sine", "random_walk", "follow", "integrate", "hotspot"] = "constant"
+    kind: Literal["constant", "ramp", "sine", "random_walk", "follow", "integrate", "hotspot", "session"] = "constant"
     value: float = 0.0
     min: float | None = None
     max: float | None = None
@@ -51,6 +51,12 @@ class SimBehaviour(Strict):
     rate_per_s: float = Field(0.0, description="follow: slew rate (>= 0); integrate: gain per second, signed")
     position: float | None = Field(None, description="hotspot: this point's place along the path min..max")
     width: float = Field(1.0, gt=0, description="hotspot: how far the rise reaches (Gaussian width)")
+    idle: float = Field(0.0, description="session: the value between sessions")
+    duty: float = Field(0.5, ge=0, le=1, description="session: the part of each period_s that is a session")
+    taper: float = Field(0.0, ge=0, le=1, description="session: part of value lost over a session's last quarter")
+    gate: str | None = Field(None, description="session: no session while this point is 0 (a remote stop)")
+    gain: float = Field(1.0, gt=0, description="session: source x gain caps the value (a power limit as current)")
+    reset_on_start: bool = Field(False, description="integrate: back to value when the source starts from 0")
 
     @model_validator(mode="after")
     def _source_needed(self) -> "SimBehaviour":

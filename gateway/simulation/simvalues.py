@@ -16,6 +16,11 @@ Behaviours (``SimBehaviour.kind``), ``dt`` being the seconds since the previous 
   from ``min`` to ``max`` once every ``period_s``; a point at ``position`` (its zone's place along
   the cable; arrays can write ``position: "{zone}"``) rises by ``amplitude`` when the centre is
   on it, less over ``width`` (Gaussian): a DTS zone table with a moving hot spot.
+* ``session``: ``value`` during a session, ``idle`` between: an EV charger's power or connector
+  state. Sessions fill the first ``duty`` of every ``period_s`` (each device at its own phase), the
+  value tapers by ``taper`` over a session's last quarter, ``source`` x ``gain`` caps it (a power limit),
+  ``gate`` stops it (a remote stop point at 0). With ``integrate``'s ``reset_on_start`` a
+  session's energy counts from ``value`` again whenever its source starts from 0.
 * ``random_walk``: ``value += uniform(-step, step) * dt``, clamped to ``min``/``max``; the RNG
   is seeded so a run can be repeated.
 * ``follow``: slew towards the current value of ``source`` at ``rate_per_s`` at most (a rate of
@@ -42,6 +47,7 @@ class _PointState:
 
     sim: SimBehaviour | None
     state: Value  # the value itself, or the centre of a sine
+    source_was: float = 0.0  # integrate with reset_on_start: the source's value at the last step
 
 
 def _clamp(value: float, low: float | None, high: float | None) -> float:
@@ -80,16 +86,20 @@ class ValueEngine:
             self.set(point_id, value)
         self._check_sources(profile.model)
         self._rng = random.Random(seed)
+        self._phase = random.Random(f"session-{seed}").random()  # apart from the walks' draws
         self._started: float | None = None
         self._last: float | None = None
 
     def _check_sources(self, model: str) -> None:
         for point_id, point in self._points.items():
-            source = point.sim.source if point.sim is not None else None
-            if point.sim is not None and point.sim.kind in ("follow", "integrate") \
-                    and source not in self._points:
-                raise ValueError(f"{model}: point {point_id!r} {point.sim.kind}s unknown "
-                                 f"point {source!r}")
+            sim = point.sim
+            if sim is None:
+                continue
+            if sim.kind in ("follow", "integrate") and sim.source not in self._points:
+                raise ValueError(f"{model}: point {point_id!r} {sim.kind}s unknown point {sim.source!r}")
+            for role, name in (("source", sim.source), ("gate", sim.gate)):
+                if sim.kind == "session" and name is not None and name not in self._points:
+                    raise ValueError(f"{model}: point {point_id!r}: session {role} {name!r} is no point")
 
     def step(self, now: float) -> dict[str, Value]:
         """Advance every simulated point to time ``now`` (seconds); all current values."""
@@ -113,6 +123,13 @@ class ValueEngine:
             return point.state + sim.amplitude * math.sin(2 * math.pi * elapsed / sim.period_s)
         if sim.kind == "hotspot":
             return point.state + _hotspot(sim, elapsed)
+        if sim.kind == "session":
+            return self._session(sim, float(point.state), elapsed, before)
+        if sim.kind == "integrate" and sim.reset_on_start:
+            source = _number(before[sim.source or ""], 0.0)
+            if source and not point.source_was:
+                point.state = sim.value
+            point.source_was = source
         point.state = _MOVES[sim.kind](self, sim, float(point.state), dt, before)
         return point.state
 
@@ -135,6 +152,20 @@ class ValueEngine:
                    before: Mapping[str, Value]) -> float:
         source = _number(before[sim.source or ""], 0.0)
         return _clamp(value + sim.rate_per_s * source * dt, sim.min, sim.max)
+
+    def _session(self, sim: SimBehaviour, value: float, elapsed: float, before: Mapping[str, Value]) -> float:
+        """``value`` during a session, ``idle`` between them: sessions take the first ``duty`` of
+        every ``period_s``, shifted by the device's own phase (two chargers of one model do not
+        plug in together); the last quarter of a session loses up to ``taper`` of the value (a
+        battery near full draws less); capped by ``source`` x ``gain``, off while ``gate`` is 0."""
+        cycle = (elapsed / sim.period_s + self._phase) % 1.0
+        if cycle >= sim.duty or (sim.gate is not None and not _number(before[sim.gate], 0.0)):
+            return sim.idle
+        through = cycle / sim.duty if sim.duty else 0.0
+        level = value * (1.0 - sim.taper * max(0.0, through - 0.75) / 0.25)
+        if sim.source is not None:
+            level = min(level, sim.gain * _number(before[sim.source], level))
+        return level
 
     def set(self, point_id: str, value: Value) -> None:
         """Give a point a new value now (a client's write, or a test's arrangement).

@@ -210,3 +210,42 @@ def test_a_hotspot_travels_along_the_zones_once_per_period() -> None:
 def test_a_hotspot_needs_its_position_and_path() -> None:
     with pytest.raises(ValueError, match="needs position, min and max"):
         SimBehaviour(kind="hotspot", position=3)
+
+
+def charger(**power: object) -> ProfileSpec:
+    return profile(
+        point("power", kind="session", value=60.0, period_s=100.0, duty=0.4, taper=0.5, **power),
+        point("state", kind="session", value=3, idle=1, period_s=100.0, duty=0.4),
+        point("energy", kind="integrate", source="power", rate_per_s=1 / 3600, reset_on_start=True),
+        point("limit", kind="constant", value=150.0), point("enabled", kind="constant", value=1))
+
+
+def sessions(engine: ValueEngine, until: int) -> list[tuple[float, float, float]]:
+    return [(v["power"], v["state"], v["energy"]) for v in (engine.step(float(t)) for t in range(until))]
+
+
+def test_sessions_come_and_go_each_period_with_power_state_and_energy_in_step() -> None:
+    """40 s of every 100 s charging (60 kW, tapering to 30 kW over the last quarter), the state 3
+    then, 1 between; each session's energy starts again from 0; two devices differ in phase."""
+    run = sessions(ValueEngine(charger(), seed=1), 300)
+    charging = [t for t, (p, s, _) in enumerate(run) if p > 0]
+    assert all(run[t][1] == 3 for t in charging) and all(s == 1 for p, s, _ in run if p == 0)
+    assert len(charging) == pytest.approx(120, abs=3)
+    assert max(p for p, _, _ in run) == 60.0 and min(p for p, _, _ in run if p > 0) == pytest.approx(30.0, abs=3.0)
+    starts = [t for t in charging if t - 1 not in charging]
+    ends = [t for t in charging if t + 1 not in charging]
+    assert len(starts) >= 2
+    for start, end in zip(starts, ends):
+        assert run[start + 1][2] == pytest.approx(run[start][0] / 3600)  # from 0 again (a source lags a step)
+        assert run[end][2] == pytest.approx(sum(run[t][0] for t in range(start, end)) / 3600, rel=0.05)
+    other = sessions(ValueEngine(charger(), seed=2), 300)
+    assert [p for p, _, _ in other] != [p for p, _, _ in run]
+
+
+def test_a_session_is_capped_by_its_limit_and_stopped_by_its_gate() -> None:
+    engine = ValueEngine(charger(source="limit", gate="enabled"), seed=1)
+    engine.set("limit", 22.0)
+    run = sessions(engine, 100)
+    assert max(p for p, _, _ in run) == 22.0
+    engine.set("enabled", 0)
+    assert all(p == 0 for p, _, _ in sessions(engine, 300)[100:])
