@@ -52,13 +52,16 @@ def request_frame(fmt: FrameFormat, message: MessageSpec, address: int) -> bytes
 
 
 def matcher(fmt: FrameFormat, message: MessageSpec, address: int) -> Callable[[Frame], bool]:
-    """Whether a frame is this message's: its payload holds the match octets (any frame without a match)."""
+    """Whether a frame is this message's: its payload holds the match octets (and has the match's
+    length, when given); any frame is, for a message without a match."""
     if message.match is None:
         return lambda frame: True
     text = _substituted(message.match.value, address)
     expected = octets(text) if fmt.encoding in ("binary", "ascii_hex") else text_octets(text)
-    start, end = message.match.at, message.match.at + len(expected)
-    return lambda frame: frame.payload[start:end] == expected
+    start, end, length = message.match.at, message.match.at + len(expected), message.match.length
+    if length is None:
+        return lambda frame: frame.payload[start:end] == expected
+    return lambda frame: len(frame.payload) == length and frame.payload[start:end] == expected
 
 
 def failure_cause(exc: BaseException) -> str:

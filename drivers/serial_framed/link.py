@@ -80,6 +80,9 @@ class FramedLink:
         self._counters = {key: metrics.counter(f"gridgate_framed_{key}_total", text, bus=name)
                           for key, text in SCANNER_COUNTERS.items()}
         self._unexpected = metrics.counter("gridgate_framed_unexpected_total", "frames nobody awaited", bus=name)
+        self._late = metrics.counter("gridgate_framed_late_total", "frames dropped in the quiet after a timeout",
+                                     bus=name)
+        self._quiet_until = 0.0
 
     # ---- the line -------------------------------------------------------------------------------
 
@@ -161,6 +164,8 @@ class FramedLink:
                 future.set_result(frame)
         elif self.on_frame is not None:
             self.on_frame(frame)
+        elif self._reactor.seconds() < self._quiet_until:
+            self._late.inc()
         else:
             self._unexpected.inc()
 
@@ -171,8 +176,15 @@ class FramedLink:
 
     async def transact(self, request: bytes, matches: Callable[[Frame], bool], timeout_s: float) -> Frame:
         """Send ``request`` (a whole frame) and return the first frame ``matches`` accepts; the
-        line stays ours until then. DeviceTimeout after ``timeout_s``, DeviceError when closed."""
+        line stays ours until then. DeviceTimeout after ``timeout_s``, DeviceError when closed.
+
+        After a timeout the line stays quiet for another ``timeout_s`` before the next request:
+        a slow device's late reply must not be taken for the reply to the next request (two
+        messages of a device may look alike); frames in that quiet are dropped as late."""
         async with self._lock:
+            quiet = self._quiet_until - self._reactor.seconds()
+            if quiet > 0:
+                await asyncio.sleep(quiet)
             if self._transport is None:
                 raise DeviceError(self.name, "not open")
             future: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -181,6 +193,7 @@ class FramedLink:
             try:
                 return await asyncio.wait_for(future, timeout_s)
             except asyncio.TimeoutError:
+                self._quiet_until = self._reactor.seconds() + timeout_s
                 raise DeviceTimeout(self.name, f"no reply within {timeout_s:g} s") from None
             finally:
                 self._awaiting = None

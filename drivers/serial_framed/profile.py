@@ -88,10 +88,13 @@ class FramingSpec(Strict):
 
 
 class MatchSpec(Strict):
-    """The octets at ``at`` in a payload that make it this message's (hex, may hold ``{address:02X}``)."""
+    """The octets at ``at`` in a payload that make it this message's (hex, may hold ``{address:02X}``),
+    and, for replies that start alike (YD/T 1363.3: every reply is VER ADR CID1 RTN), the
+    payload's exact ``length``."""
 
-    at: int = Field(ge=0)
-    value: str
+    at: int = Field(0, ge=0)
+    value: str = ""
+    length: int | None = Field(None, ge=1, description="octets of the payload")
 
 
 class PeakTableSpec(Strict):
@@ -221,7 +224,20 @@ class FramedProfile(ProfileSpec):
             raise ValueError(f"points name unknown messages {unknown}; messages are {names}")
         self.framing.frame_format()  # raises for octets that are not hex
         self._check_gratings()
+        self._check_lengths()
         return self
+
+    def _check_lengths(self) -> None:
+        """A message whose replies have an exact length holds its fields inside it."""
+        for message in self.messages:
+            length = message.match.length if message.match is not None else None
+            if length is None:
+                continue
+            for point in self.points:
+                if point.message == message.name and point.at is not None \
+                        and point.at + point.field(self.order).size > length:
+                    raise ValueError(f"{point.id}: its field ends beyond the {length} octets of message "
+                                     f"{message.name}'s reply (match.length)")
 
     def _check_gratings(self) -> None:
         with_peaks = {m.name for m in self.messages if m.peaks is not None}

@@ -267,3 +267,39 @@ async def test_a_streaming_ascii_line_device_is_published_as_it_talks_and_its_si
             await until(lambda: gateway.quality("line.cable_t") == {Quality.GOOD}, 5, "good again")
     finally:
         await await_deferred(simulator.stop())
+
+
+TWINS = FramedProfile.model_validate(yaml.safe_load("""
+model: T-TWINS
+kind: bms
+protocol: serial_framed
+framing: {encoding: ascii_hex, start: "~", end: "\\\\r", checksum: {algorithm: ydt1363}}
+messages:   # both replies start 20 ADR 46 00 and have the same length: only the turn tells them apart
+  - {name: analog, request: "20 {address:02X} 46 42 01", match: {at: 0, value: "20 {address:02X} 46 00"}}
+  - {name: alarms, request: "20 {address:02X} 46 44 01", match: {at: 0, value: "20 {address:02X} 46 00"}}
+points:
+  - {id: cell_mv, message: analog, at: 4, type: u16, sim: {value: 3350}}
+  - {id: alarm_word, message: alarms, at: 4, type: u16, sim: {value: 5}}
+"""))
+
+
+@on_asyncio
+async def test_a_late_reply_is_never_taken_for_the_next_requests_reply() -> None:
+    """Every answer comes after the timeout: the polls fail, and no reply to one request is
+    published as the other's (without the quiet after a timeout, 3350 would appear as the alarm
+    word); answering in time again: good."""
+    [port] = next_ports(1)
+    simulator = FramedSimulator([device("cab", TWINS, host="127.0.0.1", port=port, address=3)], reactor)
+    await await_deferred(simulator.start())
+    try:
+        async with Gateway([device("cab", TWINS, host="127.0.0.1", port=port, address=3, timeout_s=0.2)]) as gateway:
+            await until(lambda: gateway.quality("cab.cell_mv", "cab.alarm_word") == {Quality.GOOD}, 10, "good")
+            await await_deferred(simulator.fault("cab", "late", delay_s=0.3))
+            await until(lambda: gateway.quality("cab.cell_mv") == {Quality.NT | Quality.IV}, 10, "IV when offline")
+            await until(lambda: gateway.metrics.total("gridgate_framed_late_total") >= 3, 10, "late replies dropped")
+            await await_deferred(simulator.fault("cab", "healthy"))
+            await until(lambda: gateway.quality("cab.cell_mv", "cab.alarm_word") == {Quality.GOOD}, 10, "good again")
+            assert {s.value for s in gateway.sink.samples_of("cab.alarm_word") if s.quality == Quality.GOOD} == {5}
+            assert {s.value for s in gateway.sink.samples_of("cab.cell_mv") if s.quality == Quality.GOOD} == {3350}
+    finally:
+        await await_deferred(simulator.stop())

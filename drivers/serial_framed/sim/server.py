@@ -9,7 +9,8 @@ match octets written in, framed by ``framing.build``; a streamed message goes ou
 
 Faults on demand (``fault``), per device: ``bad_checksum`` (answers with the checksum broken),
 ``truncated`` (answers cut in half), ``garbage`` (random octets before each answer, some with
-the start octets), ``silence`` (no answer, nothing streamed), for an FBG interrogator
+the start octets), ``silence`` (no answer, nothing streamed), ``late`` (each answer ``delay_s``
+late, default 0.5 s: after the master's timeout), for an FBG interrogator
 ``missing_peak`` and ``double_peak`` (the first grating's peak gone, or doubled), ``healthy``.
 """
 
@@ -34,7 +35,7 @@ from gateway.simulation.simvalues import ValueEngine
 
 log = logging.getLogger(__name__)
 
-FAULT_KINDS = ("bad_checksum", "truncated", "garbage", "silence", "missing_peak", "double_peak", "healthy")
+FAULT_KINDS = ("bad_checksum", "truncated", "garbage", "silence", "late", "missing_peak", "double_peak", "healthy")
 
 
 @dataclass
@@ -45,6 +46,7 @@ class SimulatedFramedDevice:
     engine: ValueEngine
     fmt: FrameFormat
     fault: str = "healthy"
+    delay_s: float = 0.5
     layouts: dict[str, MessageLayout] = field(default_factory=dict)
     served: dict[str, Value] = field(default_factory=dict)
 
@@ -105,6 +107,8 @@ class SimulatedFramedDevice:
     def _size(self, layout: MessageLayout, message: MessageSpec) -> int:
         length = self.fmt.length
         header = length.offset + length.size - len(self.fmt.start) if length and self.fmt.encoding == "binary" else 0
+        if message.match is not None and message.match.length is not None:
+            return message.match.length
         match_end = message.match.at + len(message.match.value.replace(" ", "")) // 2 if message.match else 0
         return max(layout.length, header, match_end)
 
@@ -162,7 +166,11 @@ class Endpoint:
     def answer(self, transport: Any, device: SimulatedFramedDevice, message: MessageSpec) -> None:
         if device.fault == "silence":
             return
-        transport.write(self.faulty(device, device.reply(message)))
+        frame = self.faulty(device, device.reply(message))
+        if device.fault == "late":
+            self._reactor.callLater(device.delay_s, transport.write, frame)
+        else:
+            transport.write(frame)
 
     def faulty(self, device: SimulatedFramedDevice, frame: bytes) -> bytes:
         """The frame as the device's fault has it."""
@@ -252,6 +260,7 @@ class FramedSimulator:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; kinds: {', '.join(FAULT_KINDS)}")
         self._devices[device].fault = kind
+        self._devices[device].delay_s = float(options.get("delay_s", 0.5))
         return succeed(None)
 
     def value(self, device: str, point: str) -> Value:
