@@ -57,6 +57,7 @@ class SimBehaviour(Strict):
     gate: str | None = Field(None, description="session: no session while this point is 0 (a remote stop)")
     gain: float = Field(1.0, gt=0, description="session: source x gain caps the value (a power limit as current)")
     reset_on_start: bool = Field(False, description="integrate: back to value when the source starts from 0")
+    text: str | None = Field(None, description="constant: the text a string point serves (nameplate strings)")
 
     @model_validator(mode="after")
     def _source_needed(self) -> "SimBehaviour":
@@ -75,9 +76,10 @@ class ArrayDimension(Strict):
     name: str = Field(pattern=DIMENSION, description="the index's name in the entry's templates: {name}")
     count: int = Field(ge=1, le=MAX_ARRAY_COUNT)
     start: int = Field(0, description="the first index value")
-    stride: int | None = Field(None, ge=1, description="how far the point's address advances per index; "
-                                                        "default contiguous: the point's size for the innermost "
-                                                        "dimension, the span of the inner ones for an outer one")
+    stride: int | None = Field(None, ge=0, description="how far the point's address advances per index (0: not "
+                                                        "at all, e.g. one message per channel); default contiguous: "
+                                                        "the point's size for the innermost dimension, the span of "
+                                                        "the inner ones for an outer one")
 
 
 def _array_schema(schema: dict[str, Any], model: type) -> None:
