@@ -1,8 +1,9 @@
-"""``gridgate demo``: a simulated energy-storage site, the gateway polling it, a live table.
+"""``gridgate demo``: a simulated storage and charging site, the gateway polling it, a live table.
 
 The site is an ordinary site file written next to the spool and loaded through the same
-validation as ``gridgate run``: a PCS, a BMS and a three-phase meter on Modbus TCP (free ports on
-127.0.0.1) and a second BMS string on Modbus RTU over a serial line, here an in-process pty pair.
+validation as ``gridgate run``: a PCS, a BMS, a three-phase meter, a DC fast charger and an AC
+charger on Modbus TCP (free ports on 127.0.0.1), a second BMS string on Modbus RTU over a serial
+line (an in-process pty pair) and the container EMS on OPC UA.
 
 Its master group ``demo`` maps every point (``automap``) and two commands of the PCS, with the
 policies the CommandGate needs, so that ``gridgate dispatch-test`` runs command round trips:
@@ -11,7 +12,8 @@ policies the CommandGate needs, so that ``gridgate dispatch-test`` runs command 
   dispatch specifications that allow direct operate allow it for AGC setpoints; its return
   information is the setpoint read back (the monitored IOA of the same register);
 * run/stop as C_SC_NA_1, select-before-operate, as switching commands always are; its return
-  information is the PCS's grid-connected indication.
+  information is the PCS's grid-connected indication;
+* each charger's power limit as C_SE_NC_1, direct (dispatch or the EMS caps charging).
 
 Both are refused while the PCS is in local mode; the setpoint also refuses charging above 95 %
 state of charge. The audit log and its signing key are written next to the spool.
@@ -52,7 +54,9 @@ from gateway.simulation.runner import start_simulators
 from gateway.simulation.simcontrol import start_control
 
 TCP_DEVICES = (("pcs1", "pcs/gridgate-pcs-250"), ("bms1", "bms/gridgate-bms-tcp"),
-               ("meter1", "meter/gridgate-meter-3p"))
+               ("meter1", "meter/gridgate-meter-3p"), ("ev1", "charger/gridgate-dc-charger"),
+               ("ev2", "charger/gridgate-ac-charger"))
+CHARGERS = ("ev1", "ev2")
 
 
 class QuietTwisted(logging.Filter):
@@ -180,7 +184,7 @@ COMMAND_POLICY = [
      "interlocks": [LOCAL_MODE, {"point": "bms1.soc", "op": ">=", "value": 95, "when_command": "negative",
                                  "reason": "BMS SoC >= 95 %: no charging"}]},
     {"point": "pcs1.run_command", "groups": ["demo"], "interlocks": [LOCAL_MODE]},
-]
+] + [{"point": f"{charger}.power_limit", "groups": ["demo"]} for charger in CHARGERS]
 
 
 def _master_group(devices: Any, port: int) -> dict[str, Any]:
@@ -190,6 +194,8 @@ def _master_group(devices: Any, port: int) -> dict[str, Any]:
                  "related_ioa": ioa["pcs1.grid_connected"]},
                 {"ioa": SETPOINT_BASE, "type": "C_SE_NC_1", "point": "pcs1.active_power_setpoint", "mode": "direct",
                  "related_ioa": ioa["pcs1.active_power_setpoint"]}]
+    commands += [{"ioa": SETPOINT_BASE + n, "type": "C_SE_NC_1", "point": f"{charger}.power_limit", "mode": "direct",
+                  "related_ioa": ioa[f"{charger}.power_limit"]} for n, charger in enumerate(CHARGERS, 1)]
     return {"name": "demo", "bind": "127.0.0.1", "port": port, "allowed_masters": ["127.0.0.1"],
             "common_address": 1, "comm_status": status, "points": points, "commands": commands}
 

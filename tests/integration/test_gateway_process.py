@@ -32,8 +32,9 @@ def test_demo_runs_and_shows_every_point_good(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     table = lines[max(i for i, line in enumerate(lines) if line.startswith("device ")) + 1:]
-    rows = [line.split() for line in table if line.split()[:1] in (["pcs1"], ["bms1"], ["meter1"], ["bms2"])]
-    assert {row[0] for row in rows} == {"pcs1", "bms1", "meter1", "bms2"}
+    devices = {"pcs1", "bms1", "meter1", "bms2", "ev1", "ev2"}
+    rows = [line.split() for line in table if line.split()[:1] and line.split()[0] in devices]
+    assert {row[0] for row in rows} == devices
     assert all("good" in row for row in rows), [row for row in rows if "good" not in row]
     assert " IV 0 " in result.stdout and "offline none" in result.stdout
 
@@ -46,7 +47,7 @@ def test_demo_forwards_to_influxdb(tmp_path: Path, victoria_metrics: tsdb.TsdbPr
                              "--influx-bucket", "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     devices = {"pcs1": "GG-PCS-250", "bms1": "GG-BMS-C215", "meter1": "GG-EM-3P", "bms2": "GG-BMS-S48",
-               "ems1": "GG-EMS-UA"}
+               "ems1": "GG-EMS-UA", "ev1": "GG-DCFC-160", "ev2": "GG-AC-22"}
     series = tsdb.vm_export(victoria_metrics.url, '{__name__="gridgate_quality",site="demo-ess"}',
                             until=lambda found: {s["metric"]["device"] for s in found} >= set(devices))
     seen = {(s["metric"]["device"], s["metric"]["model"]) for s in series}
@@ -228,7 +229,8 @@ def site_group(site: Path) -> str:
 
 
 def test_dispatch_test_passes_against_the_demo(tmp_path: Path) -> None:
-    """`gridgate dispatch-test` against `gridgate demo` passes every check, the PCS setpoint and run/stop round trips included."""
+    """`gridgate dispatch-test` against `gridgate demo` passes every check, the PCS setpoint, run/stop and
+    the chargers' power limit round trips included."""
     iec_port, control = next_ports(2)
     demo = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--duration", "120", "--spool", str(tmp_path / "spool.db"),
                              "--iec104-port", str(iec_port), "--control-port", str(control)],
@@ -244,9 +246,10 @@ def test_dispatch_test_passes_against_the_demo(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:]
     suites = {s.get("name"): s for s in ET.parse(tmp_path / "dispatch.xml").getroot().iter("testsuite")}
     commands = suites["commands"]
-    assert (commands.get("tests"), commands.get("failures"), commands.get("skipped")) == ("2", "0", "0")
-    assert {c.get("name") for c in commands.iter("testcase")} == {"pcs1.run_command (IOA 24577)",
-                                                                 "pcs1.active_power_setpoint (IOA 25089)"}
+    assert (commands.get("tests"), commands.get("failures"), commands.get("skipped")) == ("4", "0", "0")
+    assert {c.get("name") for c in commands.iter("testcase")} == {
+        "pcs1.run_command (IOA 24577)", "pcs1.active_power_setpoint (IOA 25089)",
+        "ev1.power_limit (IOA 25090)", "ev2.power_limit (IOA 25091)"}
     assert "ac_active_power" in (tmp_path / "dispatch.html").read_text()
 
 
