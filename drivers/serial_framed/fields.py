@@ -112,6 +112,13 @@ class FieldMeaning:
             return int(raw)
         return raw * self.scale + self.offset
 
+    def _unpolynomial(self, value: float) -> float:
+        assert self.polynomial is not None
+        try:
+            return _root(self.polynomial, value)
+        except ValueError as exc:
+            raise ValueError(f"{self.point}: {exc}") from None
+
     def raw(self, value: Value) -> Any:
         """The raw field for an engineering value (the simulator's way back); ValueError when the
         field cannot carry it."""
@@ -126,9 +133,8 @@ class FieldMeaning:
             if value not in labels:
                 raise ValueError(f"{self.point}: {value!r} is none of {sorted(labels)}")
             return labels[value]
-        if self.polynomial is not None:
-            raise ValueError(f"{self.point}: a polynomial field cannot be written back")
-        number = (float(value) - self.offset) / self.scale  # type: ignore[arg-type]
+        number = (self._unpolynomial(float(value)) if self.polynomial is not None  # type: ignore[arg-type]
+                  else (float(value) - self.offset) / self.scale)  # type: ignore[arg-type]
         if self.type in FLOATS:
             return number
         raw = int(round(number))
@@ -211,6 +217,23 @@ def _decimal_text(number: float, length: int) -> str:
         if len(text) == length:
             return text
     raise ValueError(f"{number} does not fit {length} characters")
+
+
+def _root(coefficients: tuple[float, ...], value: float) -> float:
+    """The raw value a linear or quadratic calibration maps to ``value``: the root nearest zero;
+    ValueError for none or a higher degree."""
+    c = list(coefficients) + [0.0, 0.0]
+    if any(coefficients[3:]):
+        raise ValueError("only polynomials up to degree 2 can be inverted")
+    a, b, k = c[2], c[1], c[0] - value
+    if a == 0:
+        if b == 0:
+            raise ValueError("a constant polynomial has no inverse")
+        return -k / b
+    discriminant = b * b - 4 * a * k
+    if discriminant < 0:
+        raise ValueError(f"{value} is outside the polynomial's range")
+    return min(((-b + sign * math.sqrt(discriminant)) / (2 * a) for sign in (1, -1)), key=abs)
 
 
 def _zero(field: FieldSpec) -> Any:

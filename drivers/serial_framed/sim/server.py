@@ -8,8 +8,9 @@ match octets written in, framed by ``framing.build``; a streamed message goes ou
 ``period_s`` by itself. Values come from the shared value engine.
 
 Faults on demand (``fault``), per device: ``bad_checksum`` (answers with the checksum broken),
-``truncated`` (answers cut in half), ``garbage`` (random octets before each answer, some with
-the start octets), ``silence`` (no answer, nothing streamed), ``late`` (each answer ``delay_s``
+``truncated`` (answers cut in half), ``garbage`` (``chunks`` of noise before each answer, default
+1: random octets, some ending in the start octets or in the head of a real frame; counted in
+``garbage_chunks``), ``silence`` (no answer, nothing streamed), ``late`` (each answer ``delay_s``
 late, default 0.5 s: after the master's timeout), for an FBG interrogator
 ``missing_peak`` and ``double_peak`` (the first grating's peak gone, or doubled), ``healthy``.
 """
@@ -47,6 +48,8 @@ class SimulatedFramedDevice:
     fmt: FrameFormat
     fault: str = "healthy"
     delay_s: float = 0.5
+    chunks: int = 1  # garbage chunks before each answer
+    garbage_chunks: int = 0  # sent so far
     layouts: dict[str, MessageLayout] = field(default_factory=dict)
     served: dict[str, Value] = field(default_factory=dict)
 
@@ -179,9 +182,20 @@ class Endpoint:
         if device.fault == "truncated":
             return frame[:len(frame) // 2]
         if device.fault == "garbage":
-            noise = bytes(self._rng.randrange(256) for _ in range(self._rng.randrange(1, 24)))
-            return noise + device.fmt.start + noise[:3] + frame
+            return b"".join(self._garbage(device, frame) for _ in range(device.chunks)) + frame
         return frame
+
+    def _garbage(self, device: SimulatedFramedDevice, frame: bytes) -> bytes:
+        """One chunk of line noise: random octets, now and then the start octets or the first part
+        of a real frame in them (the hardest case: a frame's head with no tail)."""
+        device.garbage_chunks += 1
+        noise = bytes(self._rng.randrange(256) for _ in range(self._rng.randrange(0, 40)))
+        kind = self._rng.randrange(3)
+        if kind == 1:
+            return noise + device.fmt.start
+        if kind == 2:
+            return noise + frame[:self._rng.randrange(1, len(frame))]
+        return noise
 
     def stream(self) -> None:
         """Every streamed message of every device, to every line."""
@@ -222,7 +236,8 @@ class FramedSimulator:
             connection: FramedConnection = device.connection  # type: ignore[assignment]
             profile: FramedProfile = device.profile  # type: ignore[assignment]
             endpoint = self._endpoints.setdefault(connection.bus, Endpoint(connection, reactor, rng))
-            simulated = SimulatedFramedDevice(device, ValueEngine(profile, seed), profile.framing.frame_format())
+            texts = {p.id: "" for p in profile.points if p.type == "ascii"}  # the engine's numbers are no text
+            simulated = SimulatedFramedDevice(device, ValueEngine(profile, seed, texts), profile.framing.frame_format())
             endpoint.add(simulated)
             self._devices[device.name] = simulated
         self._ticker = LoopingCall(self._tick)
@@ -261,7 +276,12 @@ class FramedSimulator:
             raise ValueError(f"unknown fault {kind!r}; kinds: {', '.join(FAULT_KINDS)}")
         self._devices[device].fault = kind
         self._devices[device].delay_s = float(options.get("delay_s", 0.5))
+        self._devices[device].chunks = int(options.get("chunks", 1))
         return succeed(None)
+
+    def garbage_sent(self, device: str) -> int:
+        """Chunks of noise the ``garbage`` fault has sent for ``device`` so far."""
+        return self._devices[device].garbage_chunks
 
     def value(self, device: str, point: str) -> Value:
         """The engineering value served now."""
