@@ -303,3 +303,24 @@ async def test_a_late_reply_is_never_taken_for_the_next_requests_reply() -> None
             assert {s.value for s in gateway.sink.samples_of("cab.cell_mv") if s.quality == Quality.GOOD} == {3350}
     finally:
         await await_deferred(simulator.stop())
+
+
+@on_asyncio
+async def test_a_serial_server_that_goes_away_is_redialled_and_read_again() -> None:
+    """The TCP serial server closes and stops listening: NT, IV; listening again: the link is
+    dialled again (backoff) and every point good."""
+    [port] = next_ports(1)
+    served = [device("cab", YDT, host="127.0.0.1", port=port, address=3)]
+    simulator = FramedSimulator(served, reactor)
+    await await_deferred(simulator.start())
+    async with Gateway([device("cab", YDT, host="127.0.0.1", port=port, address=3)]) as gateway:
+        points = ["cab.cell_max_mv", "cab.cabinet_t", "cab.smoke"]
+        await until(lambda: gateway.quality(*points) == {Quality.GOOD}, 10, "good")
+        await await_deferred(simulator.stop())
+        await until(lambda: gateway.quality(*points) == {Quality.NT | Quality.IV}, 10, "IV when gone")
+        simulator = FramedSimulator(served, reactor)
+        await await_deferred(simulator.start())
+        try:
+            await until(lambda: gateway.quality(*points) == {Quality.GOOD}, 15, "good again")
+        finally:
+            await await_deferred(simulator.stop())
