@@ -25,6 +25,12 @@ on its id, so points of the same shape share one decoder.
 
 Bits (``bit: n``) count in the register as transmitted, whatever the order, so that
 ``set_bit`` on the register word read back from the device is the exact inverse.
+
+A point with ``scale_factor`` (SunSpec's sunssf) needs a second register, its exponent, to mean
+anything. Its decoder from ``make_decoder`` therefore yields the raw number, sentinels already
+IV, and whoever holds both registers of one read applies ``with_exponent``: the poller once per
+poll for the few points that have one, so points without a scale factor keep their closures
+untouched. ``decode`` and ``encode`` take the exponent as an argument.
 """
 
 import struct
@@ -190,16 +196,39 @@ def make_decoder(point: ModbusPoint, order: Order) -> Decoder:
 
     Sentinels, NaN and Inf give ``(None, Quality.IV)``; numbers are ``raw * scale + offset``
     (an exact int for integer types with scale 1 and offset 0); a bit of a register or a coil
-    is a bool; strings lose trailing NULs and spaces, and an all-NUL string is invalid.
+    is a bool; strings lose trailing NULs and spaces, and an all-NUL string is invalid. A point
+    with ``scale_factor`` gives its raw number: ``with_exponent`` finishes it.
     """
     bit = point.bit if point.table not in BIT_TABLES else None
+    if point.scale_factor is not None:
+        return _decoder_for(point.type, order, bit, point.length, 1.0, 0.0, _sentinels(point))
     return _decoder_for(point.type, order, bit, point.length, point.scale, point.offset,
                         _sentinels(point))
 
 
-def decode(point: ModbusPoint, order: Order, words: Sequence[int]) -> tuple[Value, Quality]:
-    """Decode ``point`` from its own registers (``words[0]`` is its first)."""
-    return make_decoder(point, order)(words, 0)
+def with_exponent(raw: int | float, exponent: int, scale: float, offset: float) -> float:
+    """``raw x 10^exponent x scale + offset``: the engineering value of a scale-factored point.
+
+    A negative exponent divides by an exact power of ten, so raw 2345 with exponent -1 is 234.5,
+    not the 234.50000000000003 that multiplying by 0.1 gives.
+    """
+    value = raw / 10 ** -exponent if exponent < 0 else raw * 10 ** exponent
+    return value * scale + offset
+
+
+def decode(point: ModbusPoint, order: Order, words: Sequence[int],
+           exponent: int | None = None) -> tuple[Value, Quality]:
+    """Decode ``point`` from its own registers (``words[0]`` is its first).
+
+    ``exponent`` is the raw value of the point's ``scale_factor`` register, read with it; a
+    scale-factored point without one is IV (its scale factor is not implemented, or unread).
+    """
+    value, quality = make_decoder(point, order)(words, 0)
+    if point.scale_factor is None or quality is not _GOOD:
+        return value, quality
+    if exponent is None:
+        return _INVALID
+    return with_exponent(value, exponent, point.scale, point.offset), _GOOD  # type: ignore[arg-type]
 
 
 def decode_raw(dtype: DataType, order: Order, words: Sequence[int]) -> int | float:
@@ -239,16 +268,22 @@ def encode_raw(dtype: DataType, order: Order, raw: int | float) -> list[int]:
     return _pack(dtype, order, raw, dtype)
 
 
-def _unscale(point: ModbusPoint, value: int | float) -> int | float:
+def _unscale(point: ModbusPoint, value: int | float, exponent: int) -> int | float:
     """The raw value for ``value``: integer types round to nearest (ties to even)."""
-    if isinstance(value, int) and point.scale == 1 and point.offset == 0:
+    if isinstance(value, int) and point.scale == 1 and point.offset == 0 and exponent == 0:
         return value  # exact: a float detour would corrupt large 64-bit values
     raw = (value - point.offset) / point.scale
+    raw = raw * 10 ** -exponent if exponent < 0 else raw / 10 ** exponent
     return raw if point.type in _FLOATS else round(raw)
 
 
-def _encode_number(point: ModbusPoint, order: Order, value: object) -> list[int]:
+def _encode_number(point: ModbusPoint, order: Order, value: object, exponent: int | None) -> list[int]:
     who = f"point {point.id!r}"
+    if point.scale_factor is None:
+        exponent = 0
+    elif exponent is None:
+        raise EncodeError(f"{who}: its scale factor {point.scale_factor!r} is not known (not read yet, "
+                          "or not implemented): nothing to encode with")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise EncodeError(f"{who}: expects a number, got {type(value).__name__}")
     if isinstance(value, float) and not isfinite(value):
@@ -256,7 +291,7 @@ def _encode_number(point: ModbusPoint, order: Order, value: object) -> list[int]
     if point.scale == 0:
         raise EncodeError(f"{who}: scale 0 cannot be inverted")
     try:
-        raw = _unscale(point, value)
+        raw = _unscale(point, value, exponent)
     except OverflowError:
         raise EncodeError(f"{who}: {value} is outside the {point.type} range") from None
     if raw in _sentinels(point):
@@ -284,17 +319,20 @@ def _encode_string(point: ModbusPoint, order: Order, value: object) -> list[int]
     return list(_string_struct(length, order).unpack(data.ljust(2 * length, b"\0")))
 
 
-def encode(point: ModbusPoint, order: Order, value: float | int | bool | str) -> list[int]:
+def encode(point: ModbusPoint, order: Order, value: float | int | bool | str,
+           exponent: int | None = None) -> list[int]:
     """The registers (or coil bit) to write ``value`` to ``point``: the inverse of decoding.
 
-    Integer types round ``(value - offset) / scale`` to nearest (ties to even). Anything the
-    device could not store, or would read back as invalid, raises ``EncodeError``.
+    Integer types round ``(value - offset) / scale / 10^exponent`` to nearest (ties to even);
+    ``exponent`` is the raw value of the point's ``scale_factor`` register and is ignored for
+    points without one. Anything the device could not store, or would read back as invalid, or
+    a scale-factored point without its exponent, raises ``EncodeError``.
     """
     if point.type == "string":
         return _encode_string(point, order, value)
     if point.type == "bool":
         return _encode_bool(point, value)
-    return _encode_number(point, order, value)
+    return _encode_number(point, order, value, exponent)
 
 
 def set_bit(word: int, bit: int, value: bool) -> int:

@@ -94,8 +94,8 @@ class ModbusBusDriver:
             word = (await self._read(poller, point, 1, timeout))[0]
             words = [set_bit(word, point.bit, bool(value))]
         else:
-            try:
-                words = encode(point, poller.profile.order_of(point), value)
+            try:  # a scale-factored point with the exponent last read; refused if none is
+                words = encode(point, poller.profile.order_of(point), value, poller.exponent(point.id))
             except EncodeError as exc:
                 raise CommandRejected(str(exc)) from exc
         if len(words) == 1 and poller.profile.modbus.single_register_write == 6:

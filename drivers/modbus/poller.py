@@ -17,6 +17,11 @@ that fails every 100 ms for an hour writes a handful of lines, not 36,000 (``Dev
 
 A tick that finds the previous poll still running is counted as skipped: under overload the
 gateway polls less often, it never builds a backlog.
+
+A point with ``scale_factor`` is finished after its poll's blocks are read, with the exponent
+read in the same poll: an exponent that is IV (not implemented, or its block refused) makes the
+point IV with its last value, never a number scaled by a stale or guessed exponent. Profiles
+without scale factors skip that pass entirely; with them it costs one loop over their points.
 """
 
 import asyncio
@@ -26,7 +31,7 @@ from typing import Any, Sequence
 
 from twisted.internet.task import LoopingCall
 
-from drivers.modbus.codec import make_decoder
+from drivers.modbus.codec import make_decoder, with_exponent
 from drivers.modbus.link import ModbusLink, read_request
 from drivers.modbus.plan import ReadBlock, plan_reads, split_block
 from drivers.modbus.profile import BIT_TABLES, ModbusConnection, ModbusProfile
@@ -40,6 +45,7 @@ from gateway.retry import Backoff
 log = logging.getLogger(__name__)
 
 PROBE_MAX_S = 10.0
+_GOOD = Quality.GOOD
 COUNTERS = {"polls": "polls started", "good_polls": "polls answered in full", "failed_polls": "polls that failed",
             "skipped_polls": "ticks skipped because the previous poll still ran (overload)",
             "points": "point values published by good polls", "exception_replies": "Modbus exception replies"}
@@ -76,6 +82,10 @@ class DevicePoller:
         self._reactor = reactor
         self._blocks = plan_reads(self.profile)
         self._decoders = {p.id: make_decoder(p, self.profile.order_of(p)) for p in self.profile.points}
+        self._factored = {p.id: (p.scale_factor, p.scale, p.offset) for p in self.profile.points
+                          if p.scale_factor is not None}
+        self._exponent_ids = tuple(dict.fromkeys(sf for sf, _, _ in self._factored.values()))
+        self._exponents: dict[str, int] = {}  # scale-factor point -> the exponent the last poll read
         poll_s = self.connection.poll_s
         probe = Backoff(reactor, poll_s, max(PROBE_MAX_S, poll_s), spread=0.0)
         metrics = metrics or Metrics()
@@ -154,7 +164,37 @@ class DevicePoller:
         values: dict[str, tuple[Value, Quality]] = {}
         for block in self._blocks:
             await self._read_block(block, values)
+        if self._factored:
+            self._apply_exponents(values)
         return values
+
+    def _apply_exponents(self, values: dict[str, tuple[Value, Quality]]) -> None:
+        """Scale-factored points from their raw numbers and the exponents of the same poll.
+
+        ``with_exponent`` inlined: this runs for every such point of every poll. Decoders return
+        the one ``Quality.GOOD`` member, so identity tells a good value."""
+        exponents = self._exponents
+        for sf_id in self._exponent_ids:
+            exponent, quality = values[sf_id]
+            if quality is _GOOD:
+                exponents[sf_id] = exponent  # type: ignore[assignment]
+            else:
+                exponents.pop(sf_id, None)
+        for point_id, (sf_id, scale, offset) in self._factored.items():
+            raw, quality = values[point_id]
+            if quality is not _GOOD:
+                continue  # a sentinel, or its own block refused: IV already
+            exponent = exponents.get(sf_id)
+            if exponent is None:
+                values[point_id] = (self.health.last(point_id), Quality.IV)
+            else:
+                value = raw / 10 ** -exponent if exponent < 0 else raw * 10 ** exponent  # type: ignore[operator]
+                values[point_id] = (value * scale + offset, _GOOD)
+
+    def exponent(self, point: str) -> int | None:
+        """The exponent the last poll read for ``point``'s scale factor; None without one."""
+        factor = self._factored.get(point)
+        return None if factor is None else self._exponents.get(factor[0])
 
     async def _read_block(self, block: ReadBlock, values: dict[str, tuple[Value, Quality]]) -> None:
         try:
@@ -178,8 +218,16 @@ class DevicePoller:
         return response.bits if block.table in BIT_TABLES else response.registers
 
     def decode(self, point: str, words: Sequence[Any]) -> tuple[Value, Quality]:
-        """Decode one point from its own registers (or bits)."""
-        return self._decoders[point](words, 0)
+        """Decode one point from its own registers (or bits); a scale-factored point with the
+        exponent the last poll read (IV without one)."""
+        value, quality = self._decoders[point](words, 0)
+        factor = self._factored.get(point)
+        if factor is None or quality is not _GOOD:
+            return value, quality
+        exponent = self._exponents.get(factor[0])
+        if exponent is None:
+            return None, Quality.IV
+        return with_exponent(value, exponent, factor[1], factor[2]), _GOOD  # type: ignore[arg-type]
 
     def publish_readback(self, point: str, value: Value, quality: Quality) -> None:
         """Publish a value read back after a command, so the table shows it at once."""

@@ -5,7 +5,7 @@ from typing import Any, ClassVar, Literal, Mapping
 from pydantic import Field, model_validator
 
 from gateway.config.polling import PollingConnection
-from gateway.config.profile import PointSpec, ProfileSpec, Strict
+from gateway.config.profile import POINT_ID, PointSpec, ProfileSpec, Strict
 
 Table = Literal["coil", "discrete", "input", "holding"]
 DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "uint64",
@@ -25,6 +25,11 @@ class ModbusPoint(PointSpec):
     bool. ``invalid`` lists raw values meaning "not implemented" (default: the SunSpec sentinels
     of the type; ``[]`` for none); they give quality IV, never a number. An ``array:`` entry
     advances ``address`` per element, by default by the registers one element takes.
+
+    ``scale_factor`` names an int16 point of the same profile whose raw value is a power-of-ten
+    exponent (SunSpec's ``sunssf``): engineering = raw x 10^exponent x ``scale`` + ``offset``.
+    SunSpec devices state their resolution in such registers instead of in the manual, so a
+    profile can only say where the exponent is, never what it is.
     """
 
     array_field: ClassVar[str | None] = "address"
@@ -36,6 +41,9 @@ class ModbusPoint(PointSpec):
     bit: int | None = Field(None, ge=0, le=15)
     length: int | None = Field(None, ge=1, le=125, description="registers of a string")
     invalid: tuple[int | float, ...] | None = None
+    scale_factor: str | None = Field(None, pattern=POINT_ID,
+                                     description="id of the int16 point holding this point's power-of-ten "
+                                                 "exponent (SunSpec sunssf)")
 
     @model_validator(mode="after")
     def _shape(self) -> "ModbusPoint":
@@ -49,22 +57,27 @@ class ModbusPoint(PointSpec):
             raise ValueError("type string needs 'length' (registers), and only strings have it")
         if self.writable is not None and self.table in ("input", "discrete"):
             raise ValueError(f"{self.table} points are read-only; writable needs table holding or coil")
+        if self.scale_factor is not None and self.type in ("bool", "string"):
+            raise ValueError("'scale_factor' is for numbers, not type " + self.type)
+        if self.sim is not None and self.sim.text is not None and self.type != "string":
+            raise ValueError("sim 'text' is what a string point serves; this point is " + self.type)
         return self
 
     def value_kind(self) -> Literal["bool", "int", "float", "str"]:
         """bool, str, int (unscaled integer types) or float."""
         if self.type in ("bool", "string"):
             return "bool" if self.type == "bool" else "str"
-        if self.type.startswith("float") or self.scale != 1 or self.offset != 0:
+        if self.type.startswith("float") or self.scale != 1 or self.offset != 0 or self.scale_factor:
             return "float"
         return "int"
 
     def value_range(self) -> tuple[float, float] | None:
-        """The engineering range the register type can carry (None for floats and strings)."""
+        """The engineering range the register type can carry (None for floats and strings, and
+        for a point whose resolution a scale-factor register sets at run time)."""
         bits = {"int16": 16, "uint16": 16, "int32": 32, "uint32": 32, "int64": 64, "uint64": 64}.get(self.type)
         if self.type == "bool":
             return (0.0, 1.0)
-        if bits is None:
+        if bits is None or self.scale_factor is not None:
             return None
         low, high = (0, 2**bits - 1) if self.type.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
         ends = sorted((low * self.scale + self.offset, high * self.scale + self.offset))

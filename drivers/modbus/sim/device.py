@@ -28,7 +28,9 @@ Values. Each device has a ``gateway.simulation.simvalues.ValueEngine``; the simu
 register image (one per table, from the lowest to the highest address used). A value the type
 cannot carry is logged once per point, naming device and point, and the register keeps its last
 value; ``check_value`` refuses such a value up front for callers that can say no (the control
-API).
+API). A string point serves its ``sim.text``, else its name. A point with ``scale_factor`` is
+encoded as value / 10^exponent with the exponent its scale-factor point serves at that moment:
+scale-factor points are served first, so one tick never mixes an old exponent with a new value.
 
 Data reaches pymodbus through the documented ``SimDevice(action=...)`` callback. pymodbus awaits
 it on every register access, with the function code, the request address, the block's live
@@ -123,14 +125,20 @@ class _Table:
                 for at in range(0, len(self.data), 16)]
 
 
+def _text(point: ModbusPoint) -> str:
+    """What a string point serves: its ``sim.text`` (a nameplate string), else its name."""
+    if point.sim is not None and point.sim.text is not None:
+        return point.sim.text
+    return point.name or point.id
+
+
 class SimulatedDevice:
     """A device's engine, register image, fault, and the pymodbus action that serves them."""
 
     def __init__(self, device: Device, seed: int) -> None:
         assert isinstance(device.profile, ModbusProfile)
         self.name, self.profile = device.name, device.profile
-        strings = {p.id: (p.name or p.id)[:2 * (p.length or 0)]
-                   for p in self.profile.points if p.type == "string"}
+        strings = {p.id: _text(p)[:2 * (p.length or 0)] for p in self.profile.points if p.type == "string"}
         self.engine = ValueEngine(self.profile, seed=zlib.crc32(device.name.encode()) ^ seed,
                                   initial=strings)
         self.tables = {t: _Table(t, self.profile, [p for p in self.profile.points if p.table == t])
@@ -138,8 +146,11 @@ class SimulatedDevice:
         self.functions = functions_of(self.profile)
         self.fault = HEALTHY
         self._unencodable: set[str] = set()
-        # whole registers first, so bits of an alarm word land on top of the word
-        self._serve_order = sorted(self.profile.points, key=lambda p: p.bit is not None)
+        # exponents before the points they scale; whole registers before bits, so bits of an
+        # alarm word land on top of the word
+        self._serve_order = sorted(self.profile.points,
+                                   key=lambda p: (p.scale_factor is not None, p.bit is not None))
+        self._points = {p.id: p for p in self.profile.points}
 
     def simdevice(self, unit: int) -> SimDevice:
         """The pymodbus datastore of this device; its action keeps it in step with the image."""
@@ -173,7 +184,8 @@ class SimulatedDevice:
             if isinstance(value, str) or value not in (0, 1):
                 raise codec.EncodeError(f"point {point.id!r}: expects a bool, got {value!r}")
             return
-        codec.encode(point, self.profile.order_of(point), value)  # type: ignore[arg-type]
+        codec.encode(point, self.profile.order_of(point), value,  # type: ignore[arg-type]
+                     self._exponent(point, self.tables[point.table].data))
 
     def serve(self, values: dict[str, Value]) -> None:
         """Encode every point's engine value into the image."""
@@ -188,7 +200,8 @@ class SimulatedDevice:
             if point.bit is not None:
                 words = [codec.set_bit(table.data[at], point.bit, bool(value))]
             else:
-                words = codec.encode(point, self.profile.order_of(point), value)  # type: ignore[arg-type]
+                words = codec.encode(point, self.profile.order_of(point), value,  # type: ignore[arg-type]
+                                     self._exponent(point, table.data))
         except codec.EncodeError as exc:
             if point.id not in self._unencodable:
                 self._unencodable.add(point.id)
@@ -205,8 +218,19 @@ class SimulatedDevice:
         return self._decode(point, self.tables[point.table].data)
 
     def _decode(self, point: ModbusPoint, data: list[int]) -> Value:
+        """The value of ``point`` in ``data``, an image of its table (served, or after a write)."""
         at = self.profile.pdu_address(point) - self.tables[point.table].base
-        return codec.decode(point, self.profile.order_of(point), data[at:at + point.count])[0]
+        return codec.decode(point, self.profile.order_of(point), data[at:at + point.count],
+                            self._exponent(point, data))[0]
+
+    def _exponent(self, point: ModbusPoint, data: list[int]) -> int | None:
+        """The raw value of ``point``'s scale-factor point, read from ``data`` when both share a
+        table; None for a point without one, or while it serves its "not implemented" sentinel."""
+        if point.scale_factor is None:
+            return None
+        factor = self._points[point.scale_factor]
+        exponent = self._decode(factor, data if factor.table == point.table else self.tables[factor.table].data)
+        return exponent if isinstance(exponent, int) else None
 
     async def on_access(self, function_code: int, _start: int, address: int, _count: int,
                         registers: list[int], values: list[int] | list[bool] | None
