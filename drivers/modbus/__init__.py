@@ -1,6 +1,7 @@
 """Modbus TCP, Modbus RTU on a serial line, and RTU framed over TCP, on pymodbus.
 
-``DRIVER`` is the plugin the core finds through the ``gridgate.drivers`` entry point.
+``DRIVER`` is the plugin the core finds through the ``gridgate.drivers`` entry point; it also
+adds ``gridgate discover`` (SunSpec devices, ``drivers.modbus.sunspec``).
 """
 
 import time
@@ -12,18 +13,19 @@ from zope.interface import implementer
 from drivers.modbus.driver import ModbusBusDriver
 from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import plan_reads
-from drivers.modbus.profile import ModbusConnection, ModbusProfile
+from drivers.modbus.profile import ModbusConnection, ModbusPoint, ModbusProfile
 from drivers.modbus.sim.server import ModbusSimulator
+from drivers.modbus.sunspec.command import add_command as add_discover_command
 from gateway.config.profile import ProfileSpec
 from gateway.config.source import Problem
-from gateway.interfaces import IDriver, IDriverPlugin, ISampleSink, ISimulator, ISimulatorPlugin
+from gateway.interfaces import ICommandPlugin, IDriver, IDriverPlugin, ISampleSink, ISimulator, ISimulatorPlugin
 from gateway.metrics import Metrics
 from gateway.model import Device
 
 
-@implementer(IDriverPlugin, ISimulatorPlugin)
+@implementer(IDriverPlugin, ISimulatorPlugin, ICommandPlugin)
 class ModbusPlugin:
-    """Validation, drivers and simulator for Modbus devices."""
+    """Validation, drivers, simulator and ``gridgate discover`` for Modbus devices."""
 
     name = "modbus"
     profile_model = ModbusProfile
@@ -34,7 +36,8 @@ class ModbusPlugin:
         return connection
 
     def profile_problems(self, profile: ProfileSpec) -> list[Problem]:
-        """Points past the end of the address space, or two points claiming one register.
+        """Points past the end of the address space, two points claiming one register, or a
+        ``scale_factor`` that names no plain int16 point.
 
         A bool-with-bit point may share its register with other bits and with a whole-register
         point (an alarm word and its bits); two whole-register points, or two points on the same
@@ -43,7 +46,10 @@ class ModbusPlugin:
         assert isinstance(profile, ModbusProfile)
         problems: list[Problem] = []
         taken: dict[tuple[str, int], list[int]] = {}
+        by_id = {point.id: point for point in profile.points}
         for index, point in enumerate(profile.points):
+            if point.scale_factor is not None and (problem := _scale_factor_problem(point.scale_factor, by_id)):
+                problems.append((("points", index, "scale_factor"), problem))
             start = profile.pdu_address(point)
             if start < 0 or start + point.count > 65536:
                 problems.append((("points", index, "address"),
@@ -91,6 +97,23 @@ class ModbusPlugin:
     def simulator(self, devices: Sequence[Device], reactor: Any) -> ISimulator:
         """Simulated devices on the addresses the site names."""
         return ModbusSimulator(devices, reactor)
+
+    def add_commands(self, subparsers: Any) -> None:
+        """``gridgate discover``: find a SunSpec device's models and draft its profile."""
+        add_discover_command(subparsers)
+
+
+def _scale_factor_problem(name: str, by_id: dict[str, ModbusPoint]) -> str:
+    """Why point ``name`` cannot be a scale factor: its raw int16 value is the exponent, so it
+    must exist, be int16, and carry no scale, offset or scale factor of its own."""
+    factor = by_id.get(name)
+    if factor is None:
+        return f"scale_factor {name!r} is no point of this profile"
+    if factor.type != "int16":
+        return f"scale_factor {name!r} is type {factor.type}; a scale factor is an int16 register (SunSpec sunssf)"
+    if factor.scale != 1 or factor.offset != 0 or factor.scale_factor is not None:
+        return f"scale_factor {name!r} must be a plain int16 (no scale, offset or scale_factor): its raw value is the exponent"
+    return ""
 
 
 def _first_clash(profile: ModbusProfile, index: int, taken: dict[tuple[str, int], list[int]]) -> str:

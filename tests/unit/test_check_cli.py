@@ -173,7 +173,7 @@ def test_help_lists_every_command_on_one_line(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "gateway", "--help"], cwd=tmp_path, capture_output=True, text=True,
                             timeout=60, env={**os.environ, "COLUMNS": "80"})
     lines = result.stdout.splitlines()
-    assert len(commands.choices) == 10  # nine of the core, opcua from the OPC UA driver
+    assert len(commands.choices) == 11  # nine of the core, discover from the Modbus driver, opcua from OPC UA
     for name in commands.choices:
         row = [line for line in lines if line.split()[:1] == [name]]
         assert len(row) == 1 and len(row[0].split()) > 2, (name, result.stdout)
