@@ -1,8 +1,8 @@
 """``gridgate demo``: a simulated storage and charging site, the gateway polling it, a live table.
 
 The site is an ordinary site file written next to the spool and loaded through the same
-validation as ``gridgate run``: a PCS, a BMS, a three-phase meter, a DC fast charger and an AC
-charger on Modbus TCP (free ports on 127.0.0.1), a second BMS string on Modbus RTU over a serial
+validation as ``gridgate run``: a PCS, a BMS, a three-phase meter, a SunSpec PV inverter, a DC
+fast charger and an AC charger on Modbus TCP (free ports on 127.0.0.1), a second BMS string on Modbus RTU over a serial
 line (an in-process pty pair) and the container EMS on OPC UA.
 
 Its master group ``demo`` maps every point (``automap``) and two commands of the PCS, with the
@@ -54,7 +54,8 @@ from gateway.simulation.runner import start_simulators
 from gateway.simulation.simcontrol import start_control
 
 TCP_DEVICES = (("pcs1", "pcs/gridgate-pcs-250"), ("bms1", "bms/gridgate-bms-tcp"),
-               ("meter1", "meter/gridgate-meter-3p"), ("ev1", "charger/gridgate-dc-charger"),
+               ("meter1", "meter/gridgate-meter-3p"), ("pv1", "pv/gridgate-sunspec-inverter"),
+               ("ev1", "charger/gridgate-dc-charger"),
                ("ev2", "charger/gridgate-ac-charger"))
 CHARGERS = ("ev1", "ev2")
 

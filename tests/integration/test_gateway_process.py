@@ -32,7 +32,7 @@ def test_demo_runs_and_shows_every_point_good(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     table = lines[max(i for i, line in enumerate(lines) if line.startswith("device ")) + 1:]
-    devices = {"pcs1", "bms1", "meter1", "bms2", "ev1", "ev2"}
+    devices = {"pcs1", "bms1", "meter1", "bms2", "pv1", "ev1", "ev2"}
     rows = [line.split() for line in table if line.split()[:1] and line.split()[0] in devices]
     assert {row[0] for row in rows} == devices
     assert all("good" in row for row in rows), [row for row in rows if "good" not in row]
@@ -47,7 +47,7 @@ def test_demo_forwards_to_influxdb(tmp_path: Path, victoria_metrics: tsdb.TsdbPr
                              "--influx-bucket", "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     devices = {"pcs1": "GG-PCS-250", "bms1": "GG-BMS-C215", "meter1": "GG-EM-3P", "bms2": "GG-BMS-S48",
-               "ems1": "GG-EMS-UA", "ev1": "GG-DCFC-160", "ev2": "GG-AC-22"}
+               "ems1": "GG-EMS-UA", "pv1": "GG-PV-100K", "ev1": "GG-DCFC-160", "ev2": "GG-AC-22"}
     series = tsdb.vm_export(victoria_metrics.url, '{__name__="gridgate_quality",site="demo-ess"}',
                             until=lambda found: {s["metric"]["device"] for s in found} >= set(devices))
     seen = {(s["metric"]["device"], s["metric"]["model"]) for s in series}
