@@ -18,18 +18,16 @@ import pytest
 import yaml
 from twisted.internet import reactor
 
-from drivers.serial_framed import DRIVER
 from drivers.serial_framed.profile import FramedPoint
 from drivers.serial_framed.sim.server import FramedSimulator
 from gateway.aio import await_deferred
 from gateway.config.loader import load_site
-from gateway.metrics import Metrics
 from gateway.model import Device, Quality
 from gateway.registry import load_plugins
 from tests.aio import on_asyncio, until
 from tests.devices import socat_cable
+from tests.framed import FramedGateway
 from tests.ports import next_ports
-from tests.sinks import RecordingSink
 
 pytestmark = pytest.mark.integration
 
@@ -74,13 +72,8 @@ def tolerance(point: FramedPoint) -> float:
     return 1e-6
 
 
-class Polled:
-    """The plugin's drivers for some devices, publishing into a recording table."""
-
-    def __init__(self, devices: list[Device]) -> None:
-        self.devices = devices
-        self.sink, self.metrics = RecordingSink(), Metrics()
-        self.drivers = DRIVER.build(devices, self.sink, reactor, self.metrics)
+class Polled(FramedGateway):
+    """The plugin's drivers for some devices, compared with what the simulator serves."""
 
     def mismatches(self, simulator: FramedSimulator) -> list[str]:
         """Every point whose published value or quality is not what the simulator serves now."""
@@ -112,18 +105,6 @@ class Polled:
             assert last[:10] == []
             raise
 
-    def value(self, point: str) -> Any:
-        sample = self.sink.get(point)
-        return None if sample is None else sample.value
-
-    async def __aenter__(self) -> "Polled":
-        for driver in self.drivers:
-            await await_deferred(driver.start())
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        for driver in self.drivers:
-            await await_deferred(driver.stop())
 
 
 @pytest.fixture

@@ -4,23 +4,21 @@ CRC-framed protocol and a YD/T 1363.3 ASCII-hex one; garbage between frames, bro
 truncated answers and silence."""
 
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import AsyncIterator, Iterator
 
 import pytest
 import pytest_twisted
 import yaml
 from twisted.internet import reactor
 
-from drivers.serial_framed import DRIVER
-from drivers.serial_framed.profile import FramedConnection, FramedProfile
+from drivers.serial_framed.profile import FramedProfile
 from drivers.serial_framed.sim.server import FramedSimulator
 from gateway.aio import await_deferred
-from gateway.metrics import Metrics
-from gateway.model import Device, Quality
+from gateway.model import Quality
 from tests.aio import on_asyncio, until
 from tests.devices import socat_cable
+from tests.framed import FramedGateway, framed_device
 from tests.ports import next_ports
-from tests.sinks import RecordingSink
 
 pytestmark = pytest.mark.integration
 
@@ -59,38 +57,6 @@ points:
 """))
 
 
-def device(name: str, profile: FramedProfile, **connection: Any) -> Device:
-    settings = {"poll_s": 0.2, "timeout_s": 0.3, "retries": 0, "offline_after": 2} | connection
-    return Device(name, profile, Path(f"{name}.yaml"), FramedConnection(**settings), {})
-
-
-class Gateway:
-    """The plugin's drivers for some devices, publishing into a recording table."""
-
-    def __init__(self, devices: list[Device]) -> None:
-        self.sink, self.metrics = RecordingSink(), Metrics()
-        self.drivers = DRIVER.build(devices, self.sink, reactor, self.metrics)
-
-    def value(self, point: str) -> Any:
-        sample = self.sink.get(point)
-        return None if sample is None else sample.value
-
-    def quality(self, *points: str) -> set[Any]:
-        return {s.quality if (s := self.sink.get(p)) is not None else None for p in points}
-
-    def counter(self, key: str) -> float:
-        return self.metrics.total(f"gridgate_framed_{key}_total")
-
-    async def __aenter__(self) -> "Gateway":
-        for driver in self.drivers:
-            await await_deferred(driver.start())
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        for driver in self.drivers:
-            await await_deferred(driver.stop())
-
-
 @pytest.fixture
 def cable(tmp_path: Path) -> Iterator[tuple[str, str]]:
     yield from socat_cable(tmp_path)
@@ -99,8 +65,8 @@ def cable(tmp_path: Path) -> Iterator[tuple[str, str]]:
 @pytest_twisted.async_yield_fixture
 async def shared_line(cable: tuple[str, str]) -> AsyncIterator[FramedSimulator]:
     """Two DTS units, addresses 1 and 2, on the far end of one pty pair."""
-    simulator = FramedSimulator([device("dts1", BINARY, serial=cable[1], address=1),
-                                 device("dts2", BINARY, serial=cable[1], address=2)], reactor, period_s=0.1)
+    simulator = FramedSimulator([framed_device("dts1", BINARY, serial=cable[1], address=1),
+                                 framed_device("dts2", BINARY, serial=cable[1], address=2)], reactor, period_s=0.1)
     await await_deferred(simulator.start())
     try:
         yield simulator
@@ -118,8 +84,8 @@ async def test_two_addresses_share_a_serial_line_and_every_field_type_arrives(
     simulator.set_value("dts2", "z1_tmax", 55.5)
     simulator.set_value("dts2", "z1_alarm", True)
     simulator.set_value("dts2", "state", "fault")
-    devices = [device("dts1", BINARY, serial=cable[0], address=1), device("dts2", BINARY, serial=cable[0], address=2)]
-    async with Gateway(devices) as gateway:
+    devices = [framed_device("dts1", BINARY, serial=cable[0], address=1), framed_device("dts2", BINARY, serial=cable[0], address=2)]
+    async with FramedGateway(devices) as gateway:
         points = [f"{d}.{p}" for d in ("dts1", "dts2") for p in FIELDS]
         await until(lambda: gateway.quality(*points) == {Quality.GOOD}, 10, "every point good")
         assert [gateway.value(f"dts1.{p}") for p in FIELDS] == [31.5, False, False, 41.25, "normal"]
@@ -133,7 +99,7 @@ async def test_two_addresses_share_a_serial_line_and_every_field_type_arrives(
 async def test_garbage_between_frames_is_skipped_and_no_wrong_value_is_published(
         shared_line: FramedSimulator, cable: tuple[str, str]) -> None:
     simulator = shared_line
-    async with Gateway([device("dts1", BINARY, serial=cable[0], address=1)]) as gateway:
+    async with FramedGateway([framed_device("dts1", BINARY, serial=cable[0], address=1)]) as gateway:
         await until(lambda: gateway.quality("dts1.z1_tmax") == {Quality.GOOD}, 10, "good")
         await await_deferred(simulator.fault("dts1", "garbage"))
         await until(lambda: gateway.counter("garbage_octets") > 500, 15, "garbage seen")
@@ -146,7 +112,7 @@ async def test_garbage_between_frames_is_skipped_and_no_wrong_value_is_published
 async def test_bad_checksums_and_truncated_answers_are_counted_never_decoded(
         shared_line: FramedSimulator, cable: tuple[str, str]) -> None:
     simulator = shared_line
-    async with Gateway([device("dts1", BINARY, serial=cable[0], address=1)]) as gateway:
+    async with FramedGateway([framed_device("dts1", BINARY, serial=cable[0], address=1)]) as gateway:
         await until(lambda: gateway.quality("dts1.z1_tmax") == {Quality.GOOD}, 10, "good")
         for fault, counter in (("bad_checksum", "bad_checksum"), ("truncated", "truncated")):
             await await_deferred(simulator.fault("dts1", fault))
@@ -161,7 +127,7 @@ async def test_bad_checksums_and_truncated_answers_are_counted_never_decoded(
 async def test_a_silent_device_goes_nt_then_iv_and_recovers(shared_line: FramedSimulator,
                                                             cable: tuple[str, str]) -> None:
     simulator = shared_line
-    async with Gateway([device("dts1", BINARY, serial=cable[0], address=1)]) as gateway:
+    async with FramedGateway([framed_device("dts1", BINARY, serial=cable[0], address=1)]) as gateway:
         await until(lambda: gateway.quality("dts1.z1_tmax") == {Quality.GOOD}, 10, "good")
         await await_deferred(simulator.fault("dts1", "silence"))
         await until(lambda: gateway.quality("dts1.z1_tmax") == {Quality.NT}, 5, "NT")
@@ -174,10 +140,10 @@ async def test_a_silent_device_goes_nt_then_iv_and_recovers(shared_line: FramedS
 @on_asyncio
 async def test_a_ydt1363_cabinet_over_a_tcp_serial_server() -> None:
     [port] = next_ports(1)
-    simulator = FramedSimulator([device("cab", YDT, host="127.0.0.1", port=port, address=3)], reactor)
+    simulator = FramedSimulator([framed_device("cab", YDT, host="127.0.0.1", port=port, address=3)], reactor)
     await await_deferred(simulator.start())
     try:
-        async with Gateway([device("cab", YDT, host="127.0.0.1", port=port, address=3)]) as gateway:
+        async with FramedGateway([framed_device("cab", YDT, host="127.0.0.1", port=port, address=3)]) as gateway:
             points = ["cab.cell_max_mv", "cab.cabinet_t", "cab.smoke"]
             await until(lambda: gateway.quality(*points) == {Quality.GOOD}, 10, "every point good")
             assert [gateway.value(p) for p in points] == [3350, pytest.approx(27.4), False]
@@ -217,10 +183,10 @@ async def test_an_fbg_interrogator_gives_grating_temperatures_and_iv_for_a_missi
     reference's shift subtracted where named), to the wavelength resolution; the first grating's
     peak gone or doubled: that grating IV with the reason counted, the others unaffected."""
     [port] = next_ports(1)
-    simulator = FramedSimulator([device("fbg", FBG, host="127.0.0.1", port=port)], reactor)
+    simulator = FramedSimulator([framed_device("fbg", FBG, host="127.0.0.1", port=port)], reactor)
     await await_deferred(simulator.start())
     try:
-        async with Gateway([device("fbg", FBG, host="127.0.0.1", port=port)]) as gateway:
+        async with FramedGateway([framed_device("fbg", FBG, host="127.0.0.1", port=port)]) as gateway:
             await until(lambda: gateway.quality(*GRATINGS, "fbg.serial_no") == {Quality.GOOD}, 10, "all good")
             assert [gateway.value(p) for p in GRATINGS] == pytest.approx([31.0, 28.5, 25.4, 40.0], abs=0.02)
             assert gateway.value("fbg.serial_no") == 7001
@@ -252,10 +218,10 @@ points:
 async def test_a_streaming_ascii_line_device_is_published_as_it_talks_and_its_silence_noticed() -> None:
     """No requests: each streamed line is published; a silent device goes NT, then IV; back: good."""
     [port] = next_ports(1)
-    simulator = FramedSimulator([device("line", LINE, host="127.0.0.1", port=port)], reactor, period_s=0.1)
+    simulator = FramedSimulator([framed_device("line", LINE, host="127.0.0.1", port=port)], reactor, period_s=0.1)
     await await_deferred(simulator.start())
     try:
-        async with Gateway([device("line", LINE, host="127.0.0.1", port=port)]) as gateway:
+        async with FramedGateway([framed_device("line", LINE, host="127.0.0.1", port=port)]) as gateway:
             await until(lambda: gateway.quality("line.cable_t", "line.alarm") == {Quality.GOOD}, 10, "good")
             assert (gateway.value("line.cable_t"), gateway.value("line.alarm")) == (31.5, 0.0)
             simulator.set_value("line", "cable_t", -4.25)
@@ -289,10 +255,10 @@ async def test_a_late_reply_is_never_taken_for_the_next_requests_reply() -> None
     published as the other's (without the quiet after a timeout, 3350 would appear as the alarm
     word); answering in time again: good."""
     [port] = next_ports(1)
-    simulator = FramedSimulator([device("cab", TWINS, host="127.0.0.1", port=port, address=3)], reactor)
+    simulator = FramedSimulator([framed_device("cab", TWINS, host="127.0.0.1", port=port, address=3)], reactor)
     await await_deferred(simulator.start())
     try:
-        async with Gateway([device("cab", TWINS, host="127.0.0.1", port=port, address=3, timeout_s=0.2)]) as gateway:
+        async with FramedGateway([framed_device("cab", TWINS, host="127.0.0.1", port=port, address=3, timeout_s=0.2)]) as gateway:
             await until(lambda: gateway.quality("cab.cell_mv", "cab.alarm_word") == {Quality.GOOD}, 10, "good")
             await await_deferred(simulator.fault("cab", "late", delay_s=0.3))
             await until(lambda: gateway.quality("cab.cell_mv") == {Quality.NT | Quality.IV}, 10, "IV when offline")
@@ -310,10 +276,10 @@ async def test_a_serial_server_that_goes_away_is_redialled_and_read_again() -> N
     """The TCP serial server closes and stops listening: NT, IV; listening again: the link is
     dialled again (backoff) and every point good."""
     [port] = next_ports(1)
-    served = [device("cab", YDT, host="127.0.0.1", port=port, address=3)]
+    served = [framed_device("cab", YDT, host="127.0.0.1", port=port, address=3)]
     simulator = FramedSimulator(served, reactor)
     await await_deferred(simulator.start())
-    async with Gateway([device("cab", YDT, host="127.0.0.1", port=port, address=3)]) as gateway:
+    async with FramedGateway([framed_device("cab", YDT, host="127.0.0.1", port=port, address=3)]) as gateway:
         points = ["cab.cell_max_mv", "cab.cabinet_t", "cab.smoke"]
         await until(lambda: gateway.quality(*points) == {Quality.GOOD}, 10, "good")
         await await_deferred(simulator.stop())

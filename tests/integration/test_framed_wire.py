@@ -16,7 +16,7 @@ from gateway.aio import await_deferred
 from gateway.model import Quality
 from tests.aio import on_asyncio, until
 from tests.devices import socat_cable
-from tests.integration.test_framed_serial import Gateway, device
+from tests.framed import FramedGateway, framed_device
 from tests.ports import next_ports
 
 pytestmark = pytest.mark.integration
@@ -70,11 +70,11 @@ async def test_every_checksum_and_field_type_round_trips_over_tcp(algorithm: str
     (YD/T 1363's is ASCII-hex only: the cabinet tests cover it)."""
     [port] = next_ports(1)
     profile = wide(algorithm)
-    simulator = FramedSimulator([device("w", profile, host="127.0.0.1", port=port, address=9)], reactor)
+    simulator = FramedSimulator([framed_device("w", profile, host="127.0.0.1", port=port, address=9)], reactor)
     simulator.set_value("w", "a_ascii", "GG-1")
     await await_deferred(simulator.start())
     try:
-        async with Gateway([device("w", profile, host="127.0.0.1", port=port, address=9)]) as gateway:
+        async with FramedGateway([framed_device("w", profile, host="127.0.0.1", port=port, address=9)]) as gateway:
             points = [f"w.{p}" for p in EXPECTED]
             await until(lambda: gateway.quality(*points) == {Quality.GOOD}, 10, "every point good")
             got = {p: gateway.value(f"w.{p}") for p in EXPECTED}
@@ -96,11 +96,11 @@ async def test_a_thousand_chunks_of_line_noise_publish_no_wrong_value(cable: tup
     answer on a pty line, until 1,000 were sent: the driver keeps finding the real frames, and every
     value it published is one the simulator served."""
     profile = wide("crc16_modbus")
-    simulator = FramedSimulator([device("w", profile, serial=cable[1], address=9)], reactor)
+    simulator = FramedSimulator([framed_device("w", profile, serial=cable[1], address=9)], reactor)
     simulator.set_value("w", "a_ascii", "GG-1")
     await await_deferred(simulator.start())
     try:
-        async with Gateway([device("w", profile, serial=cable[0], address=9, poll_s=0.02, timeout_s=0.3,
+        async with FramedGateway([framed_device("w", profile, serial=cable[0], address=9, poll_s=0.02, timeout_s=0.3,
                                    offline_after=1000)]) as gateway:
             await until(lambda: gateway.quality(*[f"w.{p}" for p in EXPECTED]) == {Quality.GOOD}, 10, "good")
             before = len(gateway.sink.history)
