@@ -24,12 +24,8 @@ point IV with its last value, never a number scaled by a stale or guessed expone
 without scale factors skip that pass entirely; with them it costs one loop over their points.
 """
 
-import asyncio
 import logging
-import random
 from typing import Any, Sequence
-
-from twisted.internet.task import LoopingCall
 
 from drivers.modbus.codec import make_decoder, with_exponent
 from drivers.modbus.link import ModbusLink, read_request
@@ -40,6 +36,7 @@ from gateway.health import DeviceHealth
 from gateway.interfaces import ISampleSink
 from gateway.metrics import Metrics
 from gateway.model import Device, Quality, Value
+from gateway.pollschedule import PollSchedule
 from gateway.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -91,12 +88,10 @@ class DevicePoller:
         metrics = metrics or Metrics()
         self.health = DeviceHealth(device.name, [p.id for p in self.profile.points], sink, reactor,
                                    self.connection.offline_after, probe, metrics=metrics)
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = reactor
-        self._task: asyncio.Future | None = None
         self._count = {key: metrics.counter(f"gridgate_{key}_total", text, device=device.name)
                        for key, text in COUNTERS.items()}
-        self._ended_badly = False
+        self._schedule = PollSchedule(device.name, poll_s, self.poll, self.health, self._count["skipped_polls"],
+                                      reactor)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -114,38 +109,12 @@ class DevicePoller:
         return self.health.causes
 
     def start(self) -> None:
-        """Begin polling after a random phase, so devices of a site do not poll in lockstep."""
-        phase = random.uniform(0, self.connection.poll_s)
-        self._reactor.callLater(phase, self._begin)
-
-    def _begin(self) -> None:
-        if not self._loop.running:
-            self._loop.start(self.connection.poll_s, now=True)
+        """Begin polling (``PollSchedule``: a random phase, one poll at a time)."""
+        self._schedule.start()
 
     async def stop(self) -> None:
         """Stop the schedule and wait for a poll in flight to end."""
-        if self._loop.running:
-            self._loop.stop()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    def _tick(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._count["skipped_polls"].inc()
-            return
-        if not self.health.probe_due():
-            return
-        self._task = asyncio.ensure_future(self.poll())
-        self._task.add_done_callback(self._poll_ended)
-
-    def _poll_ended(self, task: asyncio.Future) -> None:
-        """The last net: ``poll`` contains read failures, this catches a failing sink too."""
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            self.health.causes["internal"] = self.health.causes.get("internal", 0) + 1
-            if not self._ended_badly:  # a bug, not a device: once per process is enough
-                self._ended_badly = True
-                log.error("%s: poll ended with an unexpected error", self.device.name, exc_info=exc)
+        await self._schedule.stop()
 
     async def poll(self) -> None:
         """Read every block once and publish the outcome as one batch; never raises."""

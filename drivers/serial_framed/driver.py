@@ -12,11 +12,9 @@ silence failure (NT, then IV after ``offline_after``).
 
 import asyncio
 import logging
-import random
 from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
 from drivers.serial_framed.fbg import grating_values
@@ -30,6 +28,7 @@ from gateway.health import DeviceHealth
 from gateway.interfaces import IDriver, ISampleSink
 from gateway.metrics import Metrics
 from gateway.model import Command, Device, Quality, Value
+from gateway.pollschedule import PollSchedule
 from gateway.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -95,38 +94,21 @@ class FramedPoller:
             device.name, [p.id for p in self.profile.points], sink, reactor, self.connection.offline_after,
             Backoff(reactor, poll_s, max(PROBE_MAX_S, poll_s), spread=0.0),
             silence_s=None if self._polled else self.connection.value_age_s, metrics=metrics)
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = reactor
-        self._task: asyncio.Future | None = None
         self._round = 0
-        self._skipped = metrics.counter("gridgate_skipped_polls_total", "polls skipped: the last still running",
-                                        device=device.name)
+        skipped = metrics.counter("gridgate_skipped_polls_total",
+                                  "ticks skipped because the previous poll still ran (overload)", device=device.name)
+        self._schedule = PollSchedule(device.name, poll_s, self.poll, self.health, skipped, reactor)
 
     def start(self) -> None:
-        """Streamed messages: listen now; polled ones: begin after a random phase."""
+        """Streamed messages: listen now; polled ones: on their schedule (``PollSchedule``)."""
         self.health.start()
         if self._polled:
-            self._reactor.callLater(random.uniform(0, self.connection.poll_s), self._begin)
-
-    def _begin(self) -> None:
-        if not self._loop.running:
-            self._loop.start(self.connection.poll_s, now=True)
+            self._schedule.start()
 
     async def stop(self) -> None:
         """Stop the schedule and wait for a poll in flight."""
         self.health.stop()
-        if self._loop.running:
-            self._loop.stop()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    def _tick(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._skipped.inc()
-            return
-        if self.health.probe_due():
-            self._task = asyncio.ensure_future(self.poll())
+        await self._schedule.stop()
 
     async def poll(self) -> None:
         """Every message due this round, then one batch; never raises."""

@@ -73,4 +73,4 @@ def test_header_and_outstation_log_count_the_same_points(terminal: str) -> None:
     assert header and logged, terminal[:3000]
     total, device_points, status = map(int, header.groups())
     assert total == int(logged.group(1)) == device_points + status
-    assert status == 5, "one <device>._online per device (four on Modbus, the EMS on OPC UA)"
+    assert status == 8, "one <device>._online per device (seven on Modbus, the EMS on OPC UA)"
