@@ -37,8 +37,20 @@ class Limits(Strict):
         return self
 
 
+def _sim_templates(schema: dict[str, Any]) -> None:
+    """Editors see what the loader accepts: in an array entry a number under ``sim:`` may be a
+    template (``position: "{zone}"``), formatted per element before validation."""
+    template = {"type": "string", "pattern": r"\{", "description": "a template of an array entry"}
+    for prop in schema.get("properties", {}).values():
+        kinds = [prop] + prop.get("anyOf", [])
+        if any(k.get("type") in ("number", "integer") for k in kinds):
+            prop.setdefault("anyOf", [{"type": prop.pop("type")}] if "type" in prop else []).append(template)
+
+
 class SimBehaviour(Strict):
     """How the simulator moves a point's value (engineering units)."""
+
+    model_config = ConfigDict(json_schema_extra=_sim_templates)
 
     kind: Literal["constant", "ramp", "sine", "random_walk", "follow", "integrate", "hotspot", "session"] = "constant"
     value: float = 0.0

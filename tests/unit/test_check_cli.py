@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema  # hat-json's dependency
+import pytest
+import yaml
+
 from gateway.cli import build_parser
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "bad"
@@ -205,3 +209,21 @@ def test_the_opcua_sample_site_is_valid_once_its_certificates_exist(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert "opcua: 2 device(s), 20 monitored items, 2 read points" in result.stdout
     assert "Basic256Sha256 SignAndEncrypt" in result.stdout
+
+
+def test_the_framed_serial_schema_accepts_every_shipped_framed_profile_and_names_its_keys(tmp_path: Path) -> None:
+    """profile-serial_framed.schema.json (what an editor checks while typing) takes the shipped
+    framed profiles as written, arrays included, and refuses an unknown framing key."""
+    result = _gridgate("schema", "--out", str(tmp_path / "schemas"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    schema = json.loads((tmp_path / "schemas" / "profile-serial_framed.schema.json").read_text())
+    assert {"framing", "messages", "points", "order"} <= schema["properties"].keys()
+    shipped = Path(__file__).resolve().parents[2] / "device_profiles"
+    framed = [p for p in shipped.rglob("*.yaml") if "protocol: serial_framed" in p.read_text()]
+    assert len(framed) == 3
+    for path in framed:
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    broken = yaml.safe_load(framed[0].read_text())
+    broken["framing"]["crc"] = "crc16_modbus"
+    with pytest.raises(jsonschema.ValidationError, match="crc"):
+        jsonschema.validate(broken, schema)
