@@ -290,3 +290,19 @@ async def test_a_serial_server_that_goes_away_is_redialled_and_read_again() -> N
             await until(lambda: gateway.quality(*points) == {Quality.GOOD}, 15, "good again")
         finally:
             await await_deferred(simulator.stop())
+
+
+@pytest.mark.parametrize("profile", [BINARY, YDT, FBG, LINE], ids=["binary", "ascii_hex", "length_prefixed",
+                                                                   "ascii_line"])
+@on_asyncio
+async def test_every_encoding_over_a_pty_line(profile: FramedProfile, cable: tuple[str, str]) -> None:
+    """Each encoding on a serial line (the TCP cases are above): every point good."""
+    simulator = FramedSimulator([framed_device("d", profile, serial=cable[1], address=3)], reactor, period_s=0.1)
+    await await_deferred(simulator.start())
+    try:
+        async with FramedGateway([framed_device("d", profile, serial=cable[0], address=3)]) as gateway:
+            points = [f"d.{p.id}" for p in profile.points if p.id not in ("break_m",)]
+            await until(lambda: gateway.quality(*points) == {Quality.GOOD}, 10, "every point good")
+            assert gateway.counter("bad_checksum") == 0
+    finally:
+        await await_deferred(simulator.stop())
