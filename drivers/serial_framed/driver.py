@@ -80,7 +80,6 @@ class FramedPoller:
         self.profile: FramedProfile = device.profile  # type: ignore[assignment]
         self.connection: FramedConnection = device.connection  # type: ignore[assignment]
         self.link = link
-        self._reactor = reactor
         address = self.connection.address
         self._layouts: dict[str, MessageLayout] = {m.name: self.profile.layout(m.name) for m in self.profile.messages}
         self._gratings = {m.name: self.profile.gratings(m.name) for m in self.profile.messages}
