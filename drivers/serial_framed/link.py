@@ -83,6 +83,7 @@ class FramedLink:
         self._late = metrics.counter("gridgate_framed_late_total", "frames dropped in the quiet after a timeout",
                                      bus=name)
         self._quiet_until = 0.0
+        self._why_closed = "not opened yet"
 
     # ---- the line -------------------------------------------------------------------------------
 
@@ -114,6 +115,7 @@ class FramedLink:
     def lost(self, reason: Failure) -> None:
         """The line went away (or never came): fail the transaction, try again after the backoff."""
         was_open, self._transport = self._transport is not None, None
+        self._why_closed = reason.getErrorMessage()
         if was_open:
             log.warning("%s: lost: %s", self.name, reason.getErrorMessage())
         self._fail_waiting(DeviceError(self.name, reason.getErrorMessage()))
@@ -186,7 +188,7 @@ class FramedLink:
             if quiet > 0:
                 await asyncio.sleep(quiet)
             if self._transport is None:
-                raise DeviceError(self.name, "not open")
+                raise DeviceError(self.name, f"not open ({self._why_closed})")
             future: asyncio.Future = asyncio.get_running_loop().create_future()
             self._awaiting = (matches, future)
             self._transport.write(request)

@@ -306,3 +306,15 @@ async def test_every_encoding_over_a_pty_line(profile: FramedProfile, cable: tup
             assert gateway.counter("bad_checksum") == 0
     finally:
         await await_deferred(simulator.stop())
+
+
+@on_asyncio
+async def test_a_serial_port_that_cannot_be_opened_is_named_with_why(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """No such port (a USB adapter unplugged): the device goes NT then IV, the failure names the
+    port and the operating system's reason; it is tried again (backoff), not given up."""
+    missing = str(tmp_path / "ttyUSB9")
+    async with FramedGateway([framed_device("cab", YDT, serial=missing, address=3)]) as gateway:
+        await until(lambda: gateway.quality("cab.cell_max_mv") == {Quality.NT | Quality.IV}, 10, "IV")
+    failures = [r.getMessage() for r in caplog.records if "poll failed" in r.getMessage()]
+    assert failures and f"{missing}: not open (" in failures[0] and "No such file" in failures[0], failures
