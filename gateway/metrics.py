@@ -2,9 +2,10 @@
 
 The status line reads them now; a Prometheus endpoint and a web page will read them later, so
 each part counts once, in one registry, instead of growing its own ``stats()`` keys for every
-reader. It is written by hand because prometheus_client is not installed on the target and what
-is needed is small: counters, gauges (set, or read from their owner when collected), labels, and
-the text exposition format 0.0.4 (``render_text``).
+reader. The registry is small and ours (counters, gauges set or read from their owner when
+collected, labels, ``unregister`` when a driver stops); the text exposition is
+``prometheus_client``'s (``render_text``), so escaping, special values and the format's rules
+are the reference implementation's, not a copy of them.
 
 Metrics are updated and collected on the reactor thread; state owned by another thread is
 exposed through a gauge's ``read`` callable.
@@ -14,7 +15,10 @@ import logging
 import math
 import re
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence, cast
+from typing import Callable, Iterator, Literal, Sequence, cast
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -188,37 +192,29 @@ def _check_names(name: str, labels: dict[str, str]) -> None:
             raise ValueError(f"invalid label name {label!r} on metric {name!r}: must match {_LABEL_NAME.pattern}")
 
 
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # what an HTTP endpoint serving ``render_text`` says it is
+
+
+class _Exposition:
+    """A prometheus_client collector over one ``Metrics``: read at every scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._metrics.collect():
+            exposed = Metric(family.name.removesuffix("_total") if family.kind == "counter" else family.name,
+                             family.help, family.kind)
+            for labels, value in family.samples:
+                exposed.add_sample(family.name, labels, value)
+            yield exposed
+
+
 def render_text(metrics: Metrics) -> str:
-    """Every metric in the Prometheus text exposition format 0.0.4 (``text/plain; version=0.0.4``)."""
-    lines: list[str] = []
-    for family in metrics.collect():
-        lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-        lines.append(f"# TYPE {family.name} {family.kind}")
-        lines.extend(f"{family.name}{_render_labels(labels)} {_render_value(value)}"
-                     for labels, value in family.samples)
-    return "".join(line + "\n" for line in lines)
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _render_labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{name}="{_escape_label_value(value)}"' for name, value in labels.items()) + "}"
-
-
-def _escape_label_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _render_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
+    """Every metric in the Prometheus text exposition format (``CONTENT_TYPE``)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Exposition(metrics))
+    return generate_latest(registry).decode()
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

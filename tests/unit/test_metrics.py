@@ -201,3 +201,20 @@ def test_a_read_that_fails_again_after_recovering_is_logged_again(caplog) -> Non
     with caplog.at_level(logging.ERROR, logger="gateway.metrics"):
         assert [metrics.total("g") for _ in range(3)] == [0.0, 1.0, 0.0]
     assert [str(r.exc_info[1]) for r in caplog.records if r.name == "gateway.metrics"] == ["first", "second"]
+
+
+def test_the_exposition_reads_back_with_the_prometheus_clients_own_parser() -> None:
+    """What a Prometheus server (or promtool) parses: every family, its type, labels and values."""
+    from prometheus_client.parser import text_string_to_metric_families
+    metrics = Metrics()
+    metrics.counter("gridgate_polls_total", "Polls started.", device="pcs1").inc(7)
+    metrics.counter("gridgate_polls_total", "Polls started.", device='odd "name"\n').inc(2)
+    metrics.gauge("gridgate_spool_depth", "Samples in the spool.", read=lambda: 12.0)
+    metrics.gauge("gridgate_lag_seconds", "Oldest sample's age.", site="a").set(float("inf"))
+    parsed = {f.name: f for f in text_string_to_metric_families(render_text(metrics))}
+    assert {name: f.type for name, f in parsed.items()} == {
+        "gridgate_polls": "counter", "gridgate_spool_depth": "gauge", "gridgate_lag_seconds": "gauge"}
+    assert {(s.name, s.labels["device"], s.value) for s in parsed["gridgate_polls"].samples} == {
+        ("gridgate_polls_total", "pcs1", 7.0), ("gridgate_polls_total", 'odd "name"\n', 2.0)}
+    assert [s.value for s in parsed["gridgate_spool_depth"].samples] == [12.0]
+    assert [s.value for s in parsed["gridgate_lag_seconds"].samples] == [float("inf")]
