@@ -50,13 +50,20 @@ def request_frame(fmt: FrameFormat, message: MessageSpec, address: int) -> bytes
     return build(fmt, octets(text) if fmt.encoding in ("binary", "ascii_hex") else text_octets(text))
 
 
+def match_octets(fmt: FrameFormat, message: MessageSpec, address: int) -> bytes:
+    """The octets a reply to ``message`` holds at ``match.at`` (none without a match)."""
+    if message.match is None:
+        return b""
+    text = _substituted(message.match.value, address)
+    return octets(text) if fmt.encoding in ("binary", "ascii_hex") else text_octets(text)
+
+
 def matcher(fmt: FrameFormat, message: MessageSpec, address: int) -> Callable[[Frame], bool]:
     """Whether a frame is this message's: its payload holds the match octets (and has the match's
     length, when given); any frame is, for a message without a match."""
     if message.match is None:
         return lambda frame: True
-    text = _substituted(message.match.value, address)
-    expected = octets(text) if fmt.encoding in ("binary", "ascii_hex") else text_octets(text)
+    expected = match_octets(fmt, message, address)
     start, end, length = message.match.at, message.match.at + len(expected), message.match.length
     if length is None:
         return lambda frame: frame.payload[start:end] == expected
@@ -124,14 +131,12 @@ class FramedPoller:
 
     async def _transact(self, message: MessageSpec, request: bytes,
                         matches: Callable[[Frame], bool]) -> dict[str, tuple[Value, Quality]]:
-        for attempt in range(self.connection.retries + 1):
+        for _ in range(self.connection.retries):
             try:
-                frame = await self.link.transact(request, matches, self.connection.timeout_s)
-                return self.decoded(message.name, frame)
+                return self.decoded(message.name, await self.link.transact(request, matches, self.connection.timeout_s))
             except DeviceTimeout:
-                if attempt == self.connection.retries:
-                    raise
-        raise AssertionError("unreachable")
+                continue
+        return self.decoded(message.name, await self.link.transact(request, matches, self.connection.timeout_s))
 
     def decoded(self, message: str, frame: Frame) -> dict[str, tuple[Value, Quality]]:
         """The message's point values from a frame (fields, then FBG gratings); DeviceGarbage for

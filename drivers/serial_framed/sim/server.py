@@ -25,11 +25,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
-from drivers.serial_framed.driver import request_frame
+from drivers.serial_framed.driver import match_octets, request_frame
 from drivers.serial_framed.fbg import Grating, PeakTable
 from drivers.serial_framed.fields import MessageLayout
 from drivers.serial_framed.framing import FrameFormat, build
-from drivers.serial_framed.profile import FramedConnection, FramedProfile, MessageSpec, octets, text_octets
+from drivers.serial_framed.profile import FramedConnection, FramedProfile, MessageSpec
 from gateway.interfaces import ISimulator
 from gateway.model import Device, Value
 from gateway.simulation.simvalues import ValueEngine
@@ -69,13 +69,12 @@ class SimulatedFramedDevice:
         """The message's frame with the values served now."""
         layout = self.layouts.setdefault(message.name, self.profile.layout(message.name))
         values = {p.id: self.served[p.id] for p in self.profile.points if p.message == message.name and p.at is not None}
-        payload = bytearray(layout.payload(values, self._size(layout, message)))
+        marker = match_octets(self.fmt, message, self.address)
+        payload = bytearray(layout.payload(values, self._size(layout, message, len(marker))))
         gratings = self.profile.gratings(message.name)
         if gratings is not None:
             payload = self._with_peaks(payload, layout, *gratings)
         if message.match is not None:
-            text = message.match.value.format(address=self.address)
-            marker = octets(text) if self.fmt.encoding in ("binary", "ascii_hex") else text_octets(text)
             payload[message.match.at:message.match.at + len(marker)] = marker
         return build(self.fmt, bytes(payload))
 
@@ -107,13 +106,14 @@ class SimulatedFramedDevice:
                 table[grating.channel - 1].append(wavelength + 0.01)
         return [sorted(channel) for channel in table]
 
-    def _size(self, layout: MessageLayout, message: MessageSpec) -> int:
-        length = self.fmt.length
-        header = length.offset + length.size - len(self.fmt.start) if length and self.fmt.encoding == "binary" else 0
+    def _size(self, layout: MessageLayout, message: MessageSpec, marker: int) -> int:
+        """The reply's payload size: the match's length, else room for the fields, the length
+        field and the match octets."""
         if message.match is not None and message.match.length is not None:
             return message.match.length
-        match_end = message.match.at + len(message.match.value.replace(" ", "")) // 2 if message.match else 0
-        return max(layout.length, header, match_end)
+        length = self.fmt.length
+        header = length.offset + length.size - len(self.fmt.start) if length and self.fmt.encoding == "binary" else 0
+        return max(layout.length, header, message.match.at + marker if message.match else 0)
 
 
 class _Line(Protocol):
